@@ -1,0 +1,7 @@
+"""inferlab models: what each Bayesian latent-variable model IS (hyperparameters, Pyro model/guide,
+closed-form conditionals, ELBO). How a posterior is computed lives in :mod:`inference`."""
+
+from models.data import CountMatrix, as_count_matrix
+from models.poisson_mf import PoissonMF
+
+__all__ = ["CountMatrix", "as_count_matrix", "PoissonMF"]

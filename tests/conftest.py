@@ -1,0 +1,33 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+# Tests read the real data sets from the shared copy (CI exports INFERLAB_DATA; developers may not).
+if "INFERLAB_DATA" not in os.environ and SHARED.is_dir():
+    os.environ["INFERLAB_DATA"] = str(SHARED)
+
+torch.set_num_threads(1)  # tests run two workers on two cores
+
+
+def have_data(key: str) -> bool:
+    base = os.environ.get("INFERLAB_DATA")
+    return bool(base) and (Path(base) / key).is_file()
+
+
+needs_lastfm = pytest.mark.skipif(not have_data("lastfm/subsampled_last_fm.csv"),
+                                  reason="LastFM not available (set INFERLAB_DATA)")
+
+
+@pytest.fixture(scope="session")
+def lastfm():
+    from models.datasets import load_lastfm
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_lastfm()
