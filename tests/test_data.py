@@ -1,0 +1,142 @@
+"""Data loaders (real files from the shared copy) and input validation."""
+
+import os
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from models import as_count_matrix
+from models import datasets
+from tests.conftest import have_data, needs_lastfm
+
+
+@needs_lastfm
+def test_lastfm_matches_the_course_reading():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        X = datasets.load_lastfm()
+    assert X.shape == (999, 2000)
+    assert X.nnz == 40141
+    assert X.total == 5224917
+    msgs = [str(w.message) for w in caught if "malformed record" in str(w.message)]
+    assert len(msgs) == 1 and "UserID 662" in msgs[0] and "3331 raw lines" in msgs[0]
+    # the repaired record: user 662, item 895, count 116, artist name without the swallowed lines
+    j = int(np.flatnonzero(X.col_labels == 895)[0])
+    i = int(np.flatnonzero(X.row_labels == 662)[0])
+    assert X.col_names[j] == "weird al yankovic"
+    assert float(X.to_dense()[i, j]) == 116.0
+    assert all("\n" not in str(n) and "\t" not in str(n) for n in X.col_names)
+    # labels: user ids and item ids in sorted order; row sums match the csv
+    df = pd.read_csv(datasets.data_path("lastfm/subsampled_last_fm.csv"))
+    per_user = df.groupby("UserID")["Count"].sum()
+    dense = X.to_dense()
+    np.testing.assert_array_equal(dense.sum(1).numpy(), per_user.loc[X.row_labels].to_numpy())
+
+
+@pytest.mark.skipif(not have_data("netflix/netflix_incomplete.txt"), reason="Netflix files not available")
+def test_netflix_files():
+    nf = datasets.load_netflix()
+    assert nf.incomplete.shape == nf.complete.shape == (1200, 1200)
+    observed = ~nf.missing
+    np.testing.assert_array_equal(nf.incomplete[observed], nf.complete[observed])
+    assert set(np.unique(nf.complete)) <= {0.0, 1.0, 2.0, 3.0, 4.0, 5.0}
+    # a fact of the published copy: 2,429 entries in 6 rows of netflix_complete are still 0 (not filled)
+    assert int((nf.complete == 0).sum()) == 2429
+    assert list(np.flatnonzero((nf.complete == 0).any(1))) == [154, 155, 183, 186, 327, 616]
+    assert datasets.load_netflix("toy").shape == (250, 2)
+    assert datasets.load_netflix("test").incomplete.shape == (20, 5)
+
+
+@pytest.mark.skipif(not have_data("movielens-100k/u.data"), reason="MovieLens not available")
+def test_movielens_folds_and_titles():
+    ml = datasets.load_movielens_100k()
+    assert len(ml.ratings) == 100000
+    assert ml.ratings.rows.max() == 942 and ml.ratings.cols.max() == 1681
+    assert len(np.unique(ml.ratings.rows)) == 943 and len(np.unique(ml.ratings.cols)) == 1682
+    assert set(np.unique(ml.ratings.values)) == {1.0, 2.0, 3.0, 4.0, 5.0}
+    for train, test in ml.folds:
+        assert len(train) == 80000 and len(test) == 20000
+    assert ml.titles[0] == "Toy Story (1995)"
+
+
+def test_checksum_mismatch_is_an_error(tmp_path, monkeypatch):
+    bad = tmp_path / "netflix" / "toy_data.txt"
+    bad.parent.mkdir()
+    bad.write_text("1 2\n")
+    monkeypatch.setenv("INFERLAB_DATA", str(tmp_path))
+    with pytest.raises(datasets.DataFileError, match="sha256"):
+        datasets.data_path("netflix/toy_data.txt")
+
+
+def test_offline_missing_file_says_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("INFERLAB_DATA", str(tmp_path / "nothing"))
+    monkeypatch.setenv("INFERLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets, "_download", lambda url: (_ for _ in ()).throw(
+        datasets.DataFileError(f"could not download {url} (offline)")))
+    with pytest.raises(datasets.DataFileError, match="Put the file at"):
+        datasets.data_path("lastfm/subsampled_last_fm.csv")
+    with pytest.raises(ValueError, match="unknown data file"):
+        datasets.data_path("lastfm/other.csv")
+
+
+def test_cache_download_is_verified_and_atomic(tmp_path, monkeypatch):
+    monkeypatch.delenv("INFERLAB_DATA", raising=False)
+    monkeypatch.setenv("INFERLAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(datasets, "_download", lambda url: b"not the file")
+    with pytest.raises(datasets.DataFileError, match="sha256"):
+        datasets.data_path("netflix/toy_data.txt")
+
+
+# ----------------------------------------------------------------------------------------------
+# as_count_matrix: every accepted input gives the same matrix; bad input names the problem
+
+DENSE = np.array([[0, 3, 0], [1, 0, 0], [0, 0, 7], [0, 2, 0]], dtype=float)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: DENSE,
+    lambda: torch.tensor(DENSE),
+    lambda: sp.csr_matrix(DENSE),
+    lambda: sp.coo_matrix(DENSE),
+    lambda: pd.DataFrame({"row": [0, 1, 2, 3], "col": [1, 0, 2, 1], "value": [3, 1, 7, 2]}),
+    lambda: pd.DataFrame({"u": [0, 0, 1, 2, 3], "i": [1, 1, 0, 2, 1], "n": [1, 2, 1, 7, 2]}),  # duplicates summed
+])
+def test_inputs_agree(make):
+    X = as_count_matrix(make(), shape=(4, 3))
+    np.testing.assert_array_equal(X.to_dense().numpy(), DENSE)
+    assert X.dtype == torch.float64 and X.nnz == 4
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.array([[1, -1], [0, 2]]), "non-negative"),
+    (np.array([[1, 0.5], [0, 2]]), "integers"),
+    (np.array([[1, np.nan], [0, 2]]), "finite"),
+    (np.array([1, 2, 3]), "2-D"),
+    (np.zeros((3, 3)), "empty"),
+    (np.zeros((0, 3)), "empty"),
+    ("counts.csv", "expected a CountMatrix"),
+    (pd.DataFrame({"row": [0, -1], "col": [0, 1], "value": [1, 1]}), "non-negative integer indices"),
+])
+def test_bad_input_names_the_problem(bad, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        as_count_matrix(bad)
+
+
+def test_shape_mismatch():
+    with pytest.raises(ValueError, match="shape mismatch"):
+        as_count_matrix(DENSE, shape=(3, 3))
+    with pytest.raises(ValueError, match="too small"):
+        as_count_matrix(pd.DataFrame({"r": [5], "c": [0], "v": [1]}), shape=(3, 3))
+
+
+def test_thinning_splits_every_count():
+    X = as_count_matrix(np.arange(12).reshape(3, 4) * 3)
+    train, test = X.thin(0.3, torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal((train.to_dense() + test.to_dense()).numpy(), X.to_dense().numpy())
+    assert 0 < test.total < X.total
+    with pytest.raises(ValueError, match="test_fraction"):
+        X.thin(1.5, torch.Generator())
