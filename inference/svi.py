@@ -23,7 +23,7 @@ __all__ = ["fit_svi"]
 
 
 def fit_svi(model: Any, data: Any, *, seed: int, num_iters: int = 1000, lr: float = 0.05, num_particles: int = 1,
-            elbo: str = "meanfield", num_samples: int = 100, num_chains: int = 1, init: Any = None,
+            elbo: str = "meanfield", num_samples: int = 100, eval_every: int = 10, num_chains: int = 1, init: Any = None,
             dtype: torch.dtype = torch.float64, device: str = "cpu", progress: bool = True,
             callback: Callable | None = None) -> InferenceResult:
     """Fit the model's guide by SVI (Adam).
@@ -33,6 +33,8 @@ def fit_svi(model: Any, data: Any, *, seed: int, num_iters: int = 1000, lr: floa
             mean-field guides allow) or "trace" (Trace_ELBO, Monte Carlo everywhere).
         lr: Adam learning rate. num_particles: particles per gradient estimate.
         init: None (the model's ``guide_init`` from the seed) or a dict of initial guide parameters.
+        eval_every: when the model has a closed-form ELBO, it is evaluated every this many steps and
+            stored in trace["elbo"] (NaN at other steps).
 
     Returns:
         InferenceResult; trace["objective"] holds -loss (a noisy ELBO estimate) per step, and
@@ -40,6 +42,7 @@ def fit_svi(model: Any, data: Any, *, seed: int, num_iters: int = 1000, lr: floa
     """
     check_positive_int("num_iters", num_iters, minimum=0)
     check_positive_int("num_particles", num_particles)
+    check_positive_int("eval_every", eval_every)
     if num_chains != 1:
         raise ValueError(f"num_chains must be 1 for SVI, got {num_chains!r}")
     if elbo not in ("meanfield", "trace"):
@@ -60,9 +63,25 @@ def fit_svi(model: Any, data: Any, *, seed: int, num_iters: int = 1000, lr: floa
 
         svi = SVI(model.model, guide, pyro.optim.Adam({"lr": lr}), loss=loss_cls(num_particles=num_particles))
         loss0 = svi.evaluate_loss(data)
+        closed_form = hasattr(model, "elbo_from_guide")
+        exact: list[float] = []
+
+        def current_elbo() -> float:
+            with torch.no_grad():
+                return float(model.elbo_from_guide(data, {k: pyro.param(k).detach() for k in names}))
+
+        def step(_):
+            loss = svi.step(data)
+            if closed_form:  # the closed-form ELBO, comparable with CAVI's, every eval_every steps
+                exact.append(current_elbo() if len(exact) % eval_every == eval_every - 1 else float("nan"))
+            return None, -loss
+
+        if closed_form:
+            guide(data)  # create the params so that the initial closed-form ELBO can be read
+            exact.append(current_elbo())
         start = time.perf_counter()
-        _, out = run_loop(lambda s: (None, -svi.step(data)), None, num_iters=num_iters, initial_objective=-loss0,
-                          progress=progress, callback=callback, desc=f"SVI {model.name}")
+        _, out = run_loop(step, None, num_iters=num_iters, initial_objective=-loss0, progress=progress,
+                          callback=callback, desc=f"SVI {model.name}")
         wall = time.perf_counter() - start
         params = {k: pyro.param(k).detach().clone() for k in names}
     draws = model.sample_q_guide(params, num_samples, generator)
@@ -75,7 +94,11 @@ def fit_svi(model: Any, data: Any, *, seed: int, num_iters: int = 1000, lr: floa
         closed = float(model.elbo_from_guide(data, params))
         extra["elbo"] = closed
         extra.update(model.objective_attrs(data, closed))
+    trace = {"objective": torch.tensor(out.objective, dtype=torch.float64),
+             "seconds": torch.tensor(out.seconds, dtype=torch.float64)}
+    if closed_form:
+        exact[len(out.objective) - 1] = extra["elbo"]  # the final state is always scored
+        trace["elbo"] = torch.tensor(exact[: len(out.objective)], dtype=torch.float64)
     return make_result("svi", model, data, posterior={k: v[None] for k, v in draws.items()}, point=mean,
-                       variational=params,
-                       trace={"objective": torch.tensor(out.objective, dtype=torch.float64), "seconds": torch.tensor(out.seconds, dtype=torch.float64)},
+                       variational=params, trace=trace,
                        seed=seed, wall_time=wall, extra_attrs=extra)

@@ -1,0 +1,219 @@
+"""The ``inferlab`` command line (also ``python -m inference``).
+
+    inferlab fit poisson-mf --data lastfm --method cavi -K 40 --iters 200 --seed 0 --out DIR
+    inferlab compare poisson-mf --data synthetic --seed 0 --out DIR
+    inferlab data                      # where each data set is looked up, and whether it is there
+
+Errors in the input (bad counts, K < 1, unknown names, unreadable files) print one line on stderr
+and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+MODEL_NAMES = ("poisson-mf",)
+DATA_NAMES = {"poisson-mf": ("synthetic", "lastfm")}
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _model(name: str, K: int, hyper: list[str]) -> Any:
+    from models import PoissonMF
+
+    if name != "poisson-mf":
+        raise UsageError(f"unknown model {name!r}; available: {', '.join(MODEL_NAMES)}")
+    kw: dict[str, float] = {}
+    for item in hyper or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--hyper expects NAME=VALUE, got {item!r}")
+        try:
+            kw[key] = float(value)
+        except ValueError:
+            raise UsageError(f"--hyper {key}: {value!r} is not a number") from None
+    unknown = set(kw) - {"a_theta", "b_theta", "a_eta", "b_eta"}
+    if unknown:
+        raise UsageError(f"--hyper: unknown hyperparameter(s) {sorted(unknown)} for {name}; "
+                         "known: a_theta, b_theta, a_eta, b_eta")
+    return PoissonMF(K=K, **kw)
+
+
+def _data(model_name: str, name: str, args: argparse.Namespace) -> Any:
+    from models import as_count_matrix
+    from models.datasets import load_lastfm
+
+    if name == "lastfm":
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            data = load_lastfm()
+        for w in caught:
+            print(f"note: {w.message}", file=sys.stderr)
+        return data
+    if name == "synthetic":
+        from models import PoissonMF
+
+        truth = PoissonMF(K=args.true_K, a_theta=1.0, b_theta=1.0, a_eta=1.0, b_eta=1.0)
+        _, data = truth.sample(args.rows, args.cols, torch.Generator().manual_seed(args.seed))
+        return data
+    path = Path(name)
+    if not path.exists():
+        raise UsageError(f"--data {name!r}: not a data set name ({', '.join(DATA_NAMES[model_name])}) nor a file")
+    import pandas as pd
+
+    try:
+        if path.suffix == ".npy":
+            return as_count_matrix(np.load(path), name=path.name)
+        return as_count_matrix(pd.read_csv(path), name=path.name)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--data {name!r}: cannot read the file ({exc})") from None
+
+
+def _method_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kw: dict[str, Any] = {"seed": args.seed, "progress": not args.no_progress,
+                          "dtype": torch.float32 if args.float32 else torch.float64, "device": args.device}
+    m = args.method
+    if m in ("cavi", "svi"):
+        kw["num_iters"] = args.iters
+    if m in ("gibbs", "nuts"):
+        kw["num_samples"] = args.samples or args.iters
+        kw["num_chains"] = args.chains
+    if m == "cavi" and args.init:
+        kw["init"] = args.init
+        if args.init == "reference":
+            kw["elbo_at"] = "after_eta"
+    if m == "nuts":
+        kw["dtype"] = torch.float64
+    return kw
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from inference import METHODS
+    from models.poisson_mf import factor_top_items
+
+    if args.method not in METHODS:
+        raise UsageError(f"unknown method {args.method!r}; available: {', '.join(METHODS)}")
+    model = _model(args.model, args.K, args.hyper)
+    data = _data(args.model, args.data, args)
+    result = METHODS[args.method](model, data, **_method_kwargs(args))
+    print(result.describe())
+    top = factor_top_items(result, n=5, num_factors=min(5, model.K))
+    if len(top):
+        print("top factors (by total loading; 5 items each):")
+        for k, grp in top.groupby("factor", sort=False):
+            print(f"  factor {k:>3} (loading {grp['loading'].iloc[0]:.1f}): " + ", ".join(map(str, grp["name"])))
+    if args.out:
+        path = result.save(Path(args.out) / f"{args.method}.nc")
+        print(f"saved {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from inference.compare import compare
+
+    model = _model(args.model, args.K, args.hyper)
+    data = _data(args.model, args.data, args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else (
+        ["cavi", "gibbs", "svi", "nuts"] if args.data == "synthetic" else ["cavi", "gibbs", "svi"])
+    settings = {}
+    if args.iters:
+        settings = {"cavi": {"num_iters": args.iters}, "svi": {"num_iters": args.iters}}
+    if args.samples:
+        settings.update(gibbs={"num_samples": args.samples, "warmup": args.samples // 2},
+                        nuts={"num_samples": args.samples, "warmup": args.samples})
+    comp = compare(model, data, methods=methods, seed=args.seed, settings=settings, out=args.out,
+                   progress=not args.no_progress)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 5):
+        print(comp.table.to_string(index=False))
+    print(f"reference method for agreement: {comp.reference}")
+    if args.out:
+        print(f"wrote {', '.join(str(p) for p in comp.files)}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from models.datasets import SHA256, DataFileError, data_path
+
+    for key in SHA256:
+        try:
+            print(f"{key:40s} {data_path(key)}")
+        except DataFileError as exc:
+            print(f"{key:40s} MISSING: {exc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="inferlab", description="Bayesian latent-variable models, fitted every way.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("model", help=f"model name ({', '.join(MODEL_NAMES)})")
+        sp.add_argument("--data", default="synthetic",
+                        help="data set name (synthetic, lastfm) or a file: .npy dense counts or .csv long "
+                             "format (row, col, value)")
+        sp.add_argument("-K", type=int, default=None, help="number of factors (default: 40 for lastfm, 3 otherwise)")
+        sp.add_argument("--hyper", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="hyperparameters, e.g. a_theta=1 b_theta=0.5")
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--out", default=None, help="output folder")
+        sp.add_argument("--rows", type=int, default=20, help="synthetic data: rows (N)")
+        sp.add_argument("--cols", type=int, default=30, help="synthetic data: columns (M)")
+        sp.add_argument("--true-K", type=int, default=3, help="synthetic data: factors of the generating model")
+        sp.add_argument("--iters", type=int, default=None, help="iterations (CAVI sweeps, SVI steps)")
+        sp.add_argument("--samples", type=int, default=None, help="kept draws per chain (Gibbs, NUTS)")
+        sp.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    f = sub.add_parser("fit", help="fit one model by one method, print a summary and save the result")
+    common(f)
+    f.add_argument("--method", required=True, help="cavi, gibbs, svi or nuts")
+    f.add_argument("--chains", type=int, default=2, help="chains (Gibbs, NUTS)")
+    f.add_argument("--init", choices=["default", "reference"], default=None,
+                   help="CAVI initialisation; 'reference' reproduces the course (ELBO at uniform lambda first, "
+                        "then after each eta update)")
+    f.add_argument("--float32", action="store_true", help="float32 instead of float64 (closed-form methods)")
+    f.add_argument("--device", default="cpu", help="torch device for closed-form methods (cpu, cuda)")
+    f.set_defaults(func=cmd_fit)
+
+    c = sub.add_parser("compare", help="fit several methods on one data set and tabulate them")
+    common(c)
+    c.add_argument("--methods", default=None, help="comma-separated (default: cavi,gibbs,svi,nuts on synthetic "
+                                                   "data, cavi,gibbs,svi otherwise)")
+    c.set_defaults(func=cmd_compare)
+
+    d = sub.add_parser("data", help="show where each data file is found (downloading missing ones)")
+    d.set_defaults(func=cmd_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from models.datasets import DataFileError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "K", None) is None and hasattr(args, "model"):
+        args.K = 40 if args.data == "lastfm" else 3
+    if getattr(args, "iters", None) is None and getattr(args, "command", "") == "fit":
+        args.iters = 200
+    try:
+        return args.func(args)
+    except (UsageError, ValueError, TypeError, DataFileError, FileNotFoundError) as exc:
+        print(f"inferlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("inferlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Fit one model several ways on the same data and tabulate the methods side by side.
+
+Nothing here is model-specific: a model declares its held-out split (``split``), its held-out score
+(``heldout_score``), its identifiable quantities (``invariant_dims``: the first non-scalar one is
+compared between methods) and any extra report figures (``objective_attrs``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from inference import METHODS
+from inference.results import InferenceResult, ess
+
+__all__ = ["compare", "Comparison", "DEFAULT_SETTINGS", "REFERENCE_ORDER"]
+
+# The exactness order used to pick the reference method: asymptotically exact samplers first.
+REFERENCE_ORDER = ("gibbs", "nuts", "cavi", "svi", "em")
+
+DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
+    "cavi": {"num_iters": 200},
+    "gibbs": {"num_samples": 1000, "warmup": 500, "num_chains": 4},
+    "svi": {"num_iters": 1500, "lr": 0.05},
+    "nuts": {"num_samples": 200, "warmup": 200, "num_chains": 2, "jit": True},
+}
+
+
+@dataclass
+class Comparison:
+    """The outcome of :func:`compare`: the table, every result, and the held-out split."""
+
+    table: pd.DataFrame
+    results: dict[str, InferenceResult]
+    reference: str
+    train: Any
+    test: Any
+    files: list[Path] = field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        return _markdown(self.table)
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    fmt = lambda v: (f"{v:.6g}" if isinstance(v, (float, np.floating)) else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _invariant_name(model: Any) -> str:
+    return next(k for k, v in model.invariant_dims.items() if len(v) > 0)
+
+
+def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("cavi", "gibbs", "svi", "nuts"),
+            seed: int = 0, test_fraction: float = 0.1, settings: dict[str, dict[str, Any]] | None = None,
+            out: str | os.PathLike | None = None, progress: bool = True) -> Comparison:
+    """Fit ``model`` by each method on the same training split and compare them.
+
+    Args:
+        methods: names from inference.METHODS.
+        seed: seeds the split and every method.
+        test_fraction: share of the data held out (for counts: binomial thinning of every cell).
+        settings: per-method keyword overrides of DEFAULT_SETTINGS.
+        out: folder for table.md, table.csv, traces.png, agreement.png and <method>.nc (written
+            atomically); None writes nothing.
+
+    Returns:
+        Comparison. Table columns: method, objective (its name), value, per-observation held-out score,
+        wall time, for samplers the minimum bulk ESS of the compared quantity and seconds per effective
+        sample, and the agreement of posterior mean invariant quantities with the reference method
+        (the first of REFERENCE_ORDER run): relative RMS difference and correlation.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown method(s) {unknown or methods}; choose from {sorted(METHODS)}")
+    data = model.prepare(data)
+    train, test = model.split(data, test_fraction, torch.Generator().manual_seed(seed))
+    results: dict[str, InferenceResult] = {}
+    for name in methods:
+        kw = dict(DEFAULT_SETTINGS.get(name, {}))
+        kw.update((settings or {}).get(name, {}))
+        results[name] = METHODS[name](model, train, seed=seed, progress=progress, **kw)
+    reference = next(m for m in REFERENCE_ORDER if m in results)
+    inv = _invariant_name(model)
+    ref_mean = results[reference].posterior[inv].mean((0, 1))
+    rows = []
+    for name, res in results.items():
+        row = {"method": name, "objective": res.attrs.get("objective_name", "objective"), "value": res.objective}
+        if "rescaled_elbo" in res.attrs:
+            row["value / total"] = res.attrs["rescaled_elbo"]
+        if name == "svi" and "elbo" in res.attrs:
+            row["value"] = res.attrs["elbo"]
+            row["objective"] = "elbo (closed form at final q)"
+        row.update(model.heldout_score(res, test, test_fraction))
+        row["wall_s"] = res.wall_time
+        draws = res.posterior[inv]
+        if res.variational is None and draws.shape[0] > 1:
+            min_ess = float(np.min(ess(draws)))
+            row["min_ess"] = min_ess
+            row["s_per_ess"] = res.wall_time / min_ess
+        mean = draws.mean((0, 1))
+        row[f"{inv}_rel_rms_vs_{reference}"] = float(np.sqrt(np.mean((mean - ref_mean) ** 2) / np.mean(ref_mean ** 2)))
+        row[f"{inv}_corr_vs_{reference}"] = float(np.corrcoef(mean, ref_mean)[0, 1])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    comp = Comparison(table, results, reference, train, test)
+    if out is not None:
+        comp.files = _write(comp, Path(out), model, inv)
+    return comp
+
+
+def _atomic(path: Path, text: str) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _savefig(fig, path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def _write(comp: Comparison, out: Path, model: Any, inv: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = [_atomic(out / "table.md", f"# {model.name}: method comparison ({time.strftime('%Y-%m-%d')})\n\n"
+                     f"Reference method for agreement: {comp.reference}.\n\n{comp.to_markdown()}\n"),
+             _atomic(out / "table.csv", comp.table.to_csv(index=False))]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    vi_values, mc_values = [], []
+    for name, res in comp.results.items():
+        obj, sec = np.asarray(res.trace["objective"]), np.asarray(res.trace.get("seconds", []))
+        if res.variational is not None:
+            # the exact ELBO where the method has one (SVI's -loss is a noisy estimate of another bound)
+            y = np.asarray(res.trace.get("elbo", obj))
+            ok = np.isfinite(y) & (sec > 0)
+            axes[0].plot(sec[ok], y[ok], marker="." if name == "svi" else None, ms=3, label=name)
+            vi_values.append(y[ok])
+        else:
+            if obj.ndim == 1:
+                obj = obj[None]
+            if sec.ndim != 2:  # per-draw objective without timings: spread the chain time evenly
+                per_chain = np.asarray(res.attrs.get("chain_seconds", [res.wall_time] * obj.shape[0]))
+                sec = per_chain[:, None] * (np.arange(1, obj.shape[1] + 1) / obj.shape[1])
+            for c in range(obj.shape[0]):
+                axes[1].plot(sec[c], obj[c], lw=0.7, label=f"{name} chain {c}")
+            mc_values.append(obj[:, obj.shape[1] // 4:].ravel())
+    axes[0].set(xlabel="wall time (s, log scale)", ylabel="ELBO (closed form)", title="variational methods",
+                xscale="log")
+    axes[1].set(xlabel="wall time (s)", ylabel="log joint", title="samplers")
+    for ax, vals in ((axes[0], vi_values), (axes[1], mc_values)):
+        if vals:
+            allv = np.concatenate(vals)
+            lo, hi = np.quantile(allv, 0.02), np.max(allv)
+            pad = 0.05 * (hi - lo) + 1e-9
+            ax.set_ylim(lo - pad, hi + pad)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    files.append(_savefig(fig, out / "traces.png"))
+    plt.close(fig)
+    ref = comp.results[comp.reference].posterior[inv].mean((0, 1))
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, res in comp.results.items():
+        if name != comp.reference:
+            ax.scatter(ref, res.posterior[inv].mean((0, 1)), s=6, alpha=0.6, label=name)
+    lim = [float(ref.min()), float(ref.max())]
+    ax.plot(lim, lim, "k--", lw=0.8)
+    ax.set(xlabel=f"posterior mean {inv} ({comp.reference})", ylabel=f"posterior mean {inv}",
+           title="agreement with the reference method")
+    if len(comp.results) > 1:
+        ax.legend()
+    files.append(_savefig(fig, out / "agreement.png"))
+    plt.close(fig)
+    for name, res in comp.results.items():
+        files.append(res.save(out / f"{name}.nc"))
+    return files

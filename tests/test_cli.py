@@ -1,0 +1,89 @@
+"""The inferlab command line: fit and compare with tiny settings, and clear errors with exit status 2."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from inference.cli import main
+from tests.conftest import needs_lastfm
+
+
+def run(args, capsys):
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("method,extra", [("cavi", ["--iters", "15"]), ("gibbs", ["--samples", "20"]),
+                                          ("svi", ["--iters", "30"]), ("nuts", ["--samples", "10", "--chains", "1"])])
+def test_fit_prints_summary_and_saves(method, extra, tmp_path, capsys):
+    code, out, err = run(["fit", "poisson-mf", "--data", "synthetic", "--rows", "6", "--cols", "5", "--method",
+                          method, "--seed", "1", "--out", str(tmp_path), "--no-progress", *extra], capsys)
+    assert code == 0, err
+    assert method in out and "wall time" in out and "top factors" in out
+    assert (tmp_path / f"{method}.nc").is_file()
+
+
+def test_fit_reference_init_and_hyperparameters(tmp_path, capsys):
+    from inference import InferenceResult
+
+    code, out, err = run(["fit", "poisson-mf", "--method", "cavi", "--init", "reference", "-K", "4", "--hyper",
+                          "a_theta=0.3", "b_eta=2", "--iters", "10", "--out", str(tmp_path), "--no-progress"], capsys)
+    assert code == 0, err
+    res = InferenceResult.load(tmp_path / "cavi.nc")
+    assert res.model.K == 4 and res.model.a_theta == 0.3 and res.model.b_eta == 2.0
+    assert res.attrs["elbo_at"] == "after_eta" and res.attrs["init"] == "reference"
+
+
+def test_compare_writes_table_plots_and_results(tmp_path, capsys):
+    code, out, err = run(["compare", "poisson-mf", "--rows", "6", "--cols", "5", "--methods", "cavi,gibbs,svi",
+                          "--iters", "40", "--samples", "40", "--out", str(tmp_path), "--no-progress"], capsys)
+    assert code == 0, err
+    assert "heldout_loglik_per_count" in out and "reference method for agreement: gibbs" in out
+    for f in ("table.md", "table.csv", "traces.png", "agreement.png", "cavi.nc", "gibbs.nc", "svi.nc"):
+        assert (tmp_path / f).is_file(), f
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["fit", "poisson-mf", "--method", "magic"], "unknown method 'magic'"),
+    (["fit", "nosuch-model", "--method", "cavi"], "unknown model 'nosuch-model'"),
+    (["fit", "poisson-mf", "--method", "cavi", "-K", "0"], "K must be an integer >= 1"),
+    (["fit", "poisson-mf", "--method", "cavi", "--data", "nosuch"], "not a data set name"),
+    (["fit", "poisson-mf", "--method", "cavi", "--hyper", "a_theta=-1"], "a_theta must be a positive"),
+    (["fit", "poisson-mf", "--method", "cavi", "--hyper", "zeta=1"], "unknown hyperparameter"),
+    (["compare", "poisson-mf", "--methods", "cavi,magic"], "unknown method"),
+])
+def test_bad_input_exit_2_with_message(args, message, capsys):
+    code, out, err = run(args, capsys)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content,message", [
+    (np.array([[1, -2], [0, 3]]), "non-negative"),
+    (np.array([[1, 2.5], [0, 3]]), "integers"),
+    (np.array([[1, np.nan], [0, 3]]), "finite"),
+])
+def test_bad_counts_file(content, message, tmp_path, capsys):
+    path = tmp_path / "x.npy"
+    np.save(path, content)
+    code, out, err = run(["fit", "poisson-mf", "--method", "cavi", "--data", str(path)], capsys)
+    assert code == 2 and message in err
+
+
+def test_module_entry_point_and_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "inference", "fit", "poisson-mf", "--method", "cavi", "-K", "-3"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "K must be" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@needs_lastfm
+@pytest.mark.slow
+def test_fit_lastfm_cavi(tmp_path, capsys):
+    code, out, err = run(["fit", "poisson-mf", "--data", "lastfm", "--method", "cavi", "-K", "10", "--iters", "20",
+                          "--out", str(tmp_path), "--no-progress"], capsys)
+    assert code == 0, err
+    assert "rescaled_elbo" in out and "malformed record" in err
