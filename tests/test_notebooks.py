@@ -1,0 +1,26 @@
+"""The notebooks run end to end (with INFERLAB_NB_QUICK=1 for small iteration counts)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, needs_lastfm
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
+
+
+@needs_lastfm
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_executes(path: Path, monkeypatch, tmp_path):
+    import jupytext
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("INFERLAB_NB_QUICK", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = jupytext.read(path)
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
