@@ -50,6 +50,12 @@ def G(a, b):
     return td.Gamma(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64))
 
 
+def random_latents(model, X):
+    N, M = X.shape
+    return (td.Gamma(torch.full((N, model.K), 1.5, dtype=torch.float64), 1.0).sample(),
+            td.Gamma(torch.full((M, model.K), 1.5, dtype=torch.float64), 1.0).sample())
+
+
 def pyro_log_joint(fn, data, **values):
     tr = poutine.trace(poutine.condition(fn, data=values)).get_trace(data)
     return tr.log_prob_sum()
@@ -78,9 +84,7 @@ def assert_not_constant(diffs, what):
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_log_joint_matches_pyro_collapsed_model_and_dense_poisson(cfg):
     model, X, g = problem(cfg)
-    N, M = X.shape
-    theta = td.Gamma(torch.full((N, model.K), 1.5, dtype=torch.float64), 1.0).sample()
-    eta = td.Gamma(torch.full((M, model.K), 1.5, dtype=torch.float64), 1.0).sample()
+    theta, eta = random_latents(model, X)
     closed = model.log_joint(X, theta, eta)
     pyro_lp = pyro_log_joint(model.model, X, theta=theta, eta=eta)
     dense = (G(model.a_theta, model.b_theta).log_prob(theta).sum()
@@ -93,9 +97,7 @@ def test_log_joint_matches_pyro_collapsed_model_and_dense_poisson(cfg):
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_z_conditional_is_multinomial_eq2(cfg):
     model, X, g = problem(cfg)
-    N, M = X.shape
-    theta = td.Gamma(torch.full((N, model.K), 1.5, dtype=torch.float64), 1.0).sample()
-    eta = td.Gamma(torch.full((M, model.K), 1.5, dtype=torch.float64), 1.0).sample()
+    theta, eta = random_latents(model, X)
     p = model.z_conditional(X, theta, eta)
     wrong = model.z_conditional(X, theta, eta.flip(0))  # negative control: an index error
     diffs, bad = [], []
@@ -114,8 +116,7 @@ def test_gamma_conditionals_eq3_eq4(cfg, block):
     model, X, g = problem(cfg)
     N, M = X.shape
     K = model.K
-    theta = td.Gamma(torch.full((N, K), 1.5, dtype=torch.float64), 1.0).sample()
-    eta = td.Gamma(torch.full((M, K), 1.5, dtype=torch.float64), 1.0).sample()
+    theta, eta = random_latents(model, X)
     z = sample_multinomial(X.values, model.z_conditional(X, theta, eta), g)
     z_theta = torch.zeros(N, K, dtype=torch.float64).index_add(0, X.rows, z)
     z_eta = torch.zeros(M, K, dtype=torch.float64).index_add(0, X.cols, z)
@@ -212,7 +213,7 @@ def test_gradient_vanishes_after_each_block_update(cfg):
                                    zip(PoissonMFParams._fields, params)))
         elbo = model.elbo(X, params, exact=True)
         grads = torch.autograd.grad(elbo, [getattr(params, n) for n in names])
-        return max(float(gr.abs().max()) for gr in grads), abs(float(elbo))
+        return max(float(gr.abs().max()) for gr in grads), abs(float(elbo.detach()))
 
     # theta block (eq. 3) with lambda and q(eta) fixed
     ts, tr = model.theta_conditional(alloc.c_theta, p.eta_shape / p.eta_rate)
