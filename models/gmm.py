@@ -81,13 +81,9 @@ def init(X: np.ndarray, K: int, seed: int = 0) -> tuple[GaussianMixture, np.ndar
     return GaussianMixture(mu, var, np.full(K, 1.0 / K)), np.full((n, K), 1.0 / K)
 
 
-def _sq_dist(X: np.ndarray, mu: np.ndarray, observed: np.ndarray | None = None) -> np.ndarray:
-    """(n, K) squared distances sum_{i in C_u} (x_ui - mu_ji)^2 (all coordinates when observed is None),
-    as three matrix products: |x_C|^2 - 2 x_C . mu_j + 1_C . mu_j^2."""
-    if observed is None:
-        return np.maximum((X ** 2).sum(1)[:, None] - 2.0 * X @ mu.T + (mu ** 2).sum(1)[None, :], 0.0)
-    Xo = X * observed
-    return np.maximum((Xo ** 2).sum(1)[:, None] - 2.0 * Xo @ mu.T + observed @ (mu ** 2).T, 0.0)
+def _sq_dist(X: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """(n, K) squared distances |x_u - mu_j|^2 = |x_u|^2 - 2 x_u . mu_j + |mu_j|^2."""
+    return np.maximum((X ** 2).sum(1)[:, None] - 2.0 * X @ mu.T + (mu ** 2).sum(1)[None, :], 0.0)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -162,16 +158,49 @@ def em_complete(X: np.ndarray, mixture: GaussianMixture) -> EMRun:
 # EM with missing entries (0 = missing)
 
 
+class _Observed(NamedTuple):
+    """Per-matrix quantities reused by every EM iteration: XO = [X, 1_C] (n, 2d), |x_C|^2 (n,), |C_u| (n,)."""
+
+    XO: np.ndarray
+    xx: np.ndarray
+    n_obs: np.ndarray
+
+
+def _observed(X: np.ndarray) -> _Observed:
+    observed = (X != 0).astype(np.float64)
+    return _Observed(np.hstack([X, observed]), (X ** 2).sum(1), observed.sum(1))
+
+
+def _sq_dist_observed(obs: _Observed, mu: np.ndarray) -> np.ndarray:
+    """(n, K) sum_{i in C_u} (x_ui - mu_ji)^2 = |x_C|^2 - 2 x . mu_j + 1_C . mu_j^2 (missing x are 0):
+    one (n, 2d) x (2d, K) product."""
+    return np.maximum(obs.xx[:, None] + obs.XO @ np.vstack([-2.0 * mu.T, (mu ** 2).T]), 0.0)
+
+
+def _estep_observed(obs: _Observed, mixture: GaussianMixture, dist: np.ndarray) -> tuple[np.ndarray, float]:
+    f = (np.log(mixture.p + P_FLOOR)[None, :] - 0.5 * obs.n_obs[:, None] * np.log(2 * np.pi * mixture.var)[None, :]
+         - dist / (2 * mixture.var)[None, :])
+    lse = logsumexp(f, axis=1, keepdims=True)
+    return np.exp(f - lse), float(lse.sum())
+
+
+def _mstep_observed(obs: _Observed, post: np.ndarray, mixture: GaussianMixture,
+                    min_variance: float) -> tuple[GaussianMixture, np.ndarray]:
+    n, d = obs.XO.shape[0], obs.XO.shape[1] // 2
+    stats = post.T @ obs.XO  # (K, 2d): sum_u post_uj x_ui and the support sum_u post_uj [i in C_u]
+    weighted, support = stats[:, :d], stats[:, d:]
+    mu = np.where(support >= 1, weighted / np.where(support >= 1, support, 1.0), mixture.mu)
+    dist = _sq_dist_observed(obs, mu)
+    var = (post * dist).sum(0) / (post * obs.n_obs[:, None]).sum(0)
+    return GaussianMixture(mu, np.maximum(var, min_variance), post.sum(0) / n), dist
+
+
 def estep_missing(X: np.ndarray, mixture: GaussianMixture) -> tuple[np.ndarray, float]:
     """Log-domain E-step on the observed coordinates:
     f(u, j) = log(p_j + 1e-16) - |C_u|/2 log(2 pi var_j) - |x_Cu - mu_j,Cu|^2 / (2 var_j),
     post = softmax_j f, LL = sum_u logsumexp_j f(u, j)."""
-    observed = (X != 0).astype(np.float64)
-    n_obs = observed.sum(1)[:, None]
-    f = (np.log(mixture.p + P_FLOOR)[None, :] - 0.5 * n_obs * np.log(2 * np.pi * mixture.var)[None, :]
-         - _sq_dist(X, mixture.mu, observed) / (2 * mixture.var)[None, :])
-    lse = logsumexp(f, axis=1, keepdims=True)
-    return np.exp(f - lse), float(lse.sum())
+    obs = _observed(np.asarray(X, dtype=np.float64))
+    return _estep_observed(obs, mixture, _sq_dist_observed(obs, mixture.mu))
 
 
 def mstep_missing(X: np.ndarray, post: np.ndarray, mixture: GaussianMixture,
@@ -180,19 +209,22 @@ def mstep_missing(X: np.ndarray, post: np.ndarray, mixture: GaussianMixture,
     mu_ji = sum_u post_uj [i in C_u] x_ui / sum_u post_uj [i in C_u], updated only where that denominator
     is >= 1 (else the old mu_ji is kept); var_j = sum_u post_uj |x_Cu - mu_j,Cu|^2 / sum_u |C_u| post_uj
     with the new means, floored at min_variance; p = n_hat / n."""
-    n = X.shape[0]
-    observed = (X != 0).astype(np.float64)
-    support = post.T @ observed  # (K, d)
-    safe = np.where(support >= 1, support, 1.0)
-    mu = np.where(support >= 1, (post.T @ X) / safe, mixture.mu)
-    var = (post * _sq_dist(X, mu, observed)).sum(0) / (post * observed.sum(1)[:, None]).sum(0)
-    return GaussianMixture(mu, np.maximum(var, min_variance), post.sum(0) / n)
+    return _mstep_observed(_observed(np.asarray(X, dtype=np.float64)), post, mixture, min_variance)[0]
 
 
 def em_missing(X: np.ndarray, mixture: GaussianMixture, min_variance: float = MIN_VARIANCE) -> EMRun:
-    """The course's EM for matrix completion, from ``mixture``."""
+    """The course's EM for matrix completion, from ``mixture``. The squared distances computed for the
+    M-step's variances are those the next E-step needs, so each iteration costs two matrix products."""
     X = _check_X(X, len(mixture.p))
-    return _em(X, mixture, estep_missing, lambda X, post, m: mstep_missing(X, post, m, min_variance))
+    obs = _observed(X)
+    dist = _sq_dist_observed(obs, mixture.mu)
+    prev_ll, ll, lls, post = None, None, [], None
+    while prev_ll is None or ll - prev_ll > TOL_LL * abs(ll):
+        prev_ll = ll
+        post, ll = _estep_observed(obs, mixture, dist)
+        mixture, dist = _mstep_observed(obs, post, mixture, min_variance)
+        lls.append(ll)
+    return EMRun(mixture, post, ll, len(lls), np.array(lls))
 
 
 def fill_matrix(X: np.ndarray, mixture: GaussianMixture) -> np.ndarray:
