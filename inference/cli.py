@@ -2,6 +2,7 @@
 
     inferlab fit poisson-mf --data lastfm --method cavi -K 40 --iters 200 --seed 0 --out DIR
     inferlab compare poisson-mf --data synthetic --seed 0 --out DIR
+    inferlab em netflix --K 1 12 --seeds 0 1 2 3 4
     inferlab data                      # where each data set is looked up, and whether it is there
 
 Errors in the input (bad counts, K < 1, unknown names, unreadable files) print one line on stderr
@@ -142,6 +143,82 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_matrix(name: str):
+    from models.datasets import load_netflix
+
+    if name in ("netflix", "test"):
+        nf = load_netflix(name)
+        return nf.incomplete, nf.complete
+    if name == "toy":
+        return load_netflix("toy"), None
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"{name!r}: not a data set name (netflix, test, toy) nor a file")
+    try:
+        return np.loadtxt(path), None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{name!r}: cannot read the matrix ({exc})") from None
+
+
+def cmd_em(args: argparse.Namespace) -> int:
+    """The course's K-means / EM runs over K and seeds, as the MITx project prints them."""
+    import time
+
+    from models import gmm
+
+    X, gold = _load_matrix(args.data)
+    missing = bool((X == 0).any()) and args.data != "toy"
+    if args.method == "kmeans" and missing:
+        raise UsageError("--method kmeans needs complete data (0 marks a missing entry here)")
+    run_fn = gmm.kmeans if args.method == "kmeans" else (gmm.em_missing if missing else gmm.em_complete)
+    objective = "cost" if args.method == "kmeans" else "LL"
+    print(f"{args.method} on {args.data} ({X.shape[0]} x {X.shape[1]}"
+          f"{', 0 = missing' if missing else ''}); seeds {args.seeds}")
+    print(f"{'K':>3} {'seed':>4} {objective:>18} {'iters':>6} {'seconds':>8}")
+    best_runs = {}
+    for K in args.K:
+        runs = []
+        for seed in args.seeds:
+            t0 = time.perf_counter()
+            run = run_fn(X, gmm.init(X, K, seed)[0])
+            runs.append((seed, run, time.perf_counter() - t0))
+            print(f"{K:>3} {seed:>4} {run.objective:>18.10f} {run.iterations:>6} {runs[-1][2]:>8.3f}")
+        pick = min if args.method == "kmeans" else max
+        seed, run, _ = pick(runs, key=lambda r: r[1].objective)
+        best_runs[K] = (seed, run)
+        extra = "" if args.method == "kmeans" else f", BIC {gmm.bic(X, run.mixture, run.objective):.4f}"
+        print(f"best K={K}: seed {seed}, {objective} {run.objective:.10f}{extra} "
+              f"(total {sum(r[2] for r in runs):.2f} s)")
+    if gold is not None and args.method == "em":
+        K = max(best_runs)
+        seed, run = best_runs[K]
+        filled = gmm.fill_matrix(X, run.mixture)
+        rated = gold != 0
+        print(f"RMSE of the filled matrix (best K={K}, seed {seed}) against {args.data}_complete:")
+        print(f"  over all entries (the course's figure): {gmm.rmse(gold, filled):.10f}")
+        print(f"  over the missing entries only:          {gmm.rmse(gold, filled, (X == 0) & rated):.10f}")
+        print("  (the all-entries figure is flattered: observed entries are copied, error 0.)")
+        if (~rated).any():
+            print(f"  note: {int((~rated).sum())} entries of {args.data}_complete are 0 (not rated) and are left "
+                  "out of the missing-only figure; the course's all-entries figure includes them.")
+    if args.plot:
+        if X.shape[1] != 2:
+            raise UsageError("--plot draws 2-D data only (e.g. --data toy)")
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from inference.plots import plot_mixture, save_figure
+
+        for K, (seed, run) in best_runs.items():
+            fig = plot_mixture(X, run.mixture, run.post, title=f"{args.method}, K={K}, seed {seed}, "
+                                                                f"{objective} {run.objective:.4f}")
+            print(f"wrote {save_figure(fig, Path(args.plot) / f'{args.method}_K{K}.png')}")
+            plt.close(fig)
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from models.datasets import SHA256, DataFileError, data_path
 
@@ -190,6 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--methods", default=None, help="comma-separated (default: cavi,gibbs,svi,nuts on synthetic "
                                                    "data, cavi,gibbs,svi otherwise)")
     c.set_defaults(func=cmd_compare)
+
+    e = sub.add_parser("em", help="the course's K-means / EM (spherical GMM) over K and seeds")
+    e.add_argument("data", help="netflix, test, toy, or a whitespace-separated matrix file (0 = missing)")
+    e.add_argument("--K", type=int, nargs="+", required=True, help="numbers of components, e.g. --K 1 12")
+    e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    e.add_argument("--method", choices=["em", "kmeans"], default="em")
+    e.add_argument("--plot", default=None, metavar="DIR", help="write the course's mixture plot per K (2-D data)")
+    e.set_defaults(func=cmd_em)
 
     d = sub.add_parser("data", help="show where each data file is found (downloading missing ones)")
     d.set_defaults(func=cmd_data)

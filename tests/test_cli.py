@@ -87,3 +87,19 @@ def test_fit_lastfm_cavi(tmp_path, capsys):
                           "--out", str(tmp_path), "--no-progress"], capsys)
     assert code == 0, err
     assert "rescaled_elbo" in out and "malformed record" in err
+
+
+@pytest.mark.skipif(not __import__("tests.conftest", fromlist=["have_data"]).have_data("netflix/test_incomplete.txt"),
+                    reason="Netflix files not available")
+def test_em_command_test_case_and_toy_plot(tmp_path, capsys):
+    code, out, err = run(["em", "test", "--K", "4", "--seeds", "0"], capsys)
+    assert code == 0, err
+    assert "-152.16319226" not in out  # the first E-step LL is not the converged one
+    assert "over all entries (the course's figure)" in out and "over the missing entries only" in out
+    code, out, err = run(["em", "toy", "--K", "3", "--method", "kmeans", "--plot", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert "1329.5949" in out and (tmp_path / "kmeans_K3.png").is_file()
+    code, out, err = run(["em", "test", "--K", "2", "--method", "kmeans"], capsys)
+    assert code == 2 and "complete data" in err
+    code, out, err = run(["em", "nosuch", "--K", "2"], capsys)
+    assert code == 2 and "not a data set name" in err
