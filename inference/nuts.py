@@ -43,7 +43,7 @@ def fit_nuts(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmup
         with torch.random.fork_rng(devices=[]), pyro.get_param_store().scope():
             torch.manual_seed(chain_seed)
             kernel = NUTS(model.model, jit_compile=jit, ignore_jit_warnings=True, target_accept_prob=target_accept,
-                          max_tree_depth=max_tree_depth)
+                          max_tree_depth=max_tree_depth, max_plate_nesting=getattr(model, "max_plate_nesting", None))
             mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, disable_progbar=not progress,
                         initial_params=init[c] if init is not None else None)
             t0 = time.perf_counter()

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pyro
 import pyro.optim
 import torch
-from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from inference._common import check_positive_int, make_result
 from inference.driver import run_loop
@@ -23,14 +23,15 @@ __all__ = ["fit_svi"]
 
 
 def fit_svi(model: Any, data: Any, *, seed: int, num_iters: int = 1000, lr: float = 0.05, num_particles: int = 1,
-            elbo: str = "meanfield", num_samples: int = 100, eval_every: int = 10, num_chains: int = 1, init: Any = None,
+            elbo: str = "auto", num_samples: int = 100, eval_every: int = 10, num_chains: int = 1, init: Any = None,
             dtype: torch.dtype = torch.float64, device: str = "cpu", progress: bool = True,
             callback: Callable | None = None) -> InferenceResult:
     """Fit the model's guide by SVI (Adam).
 
     Args:
-        elbo: "meanfield" (TraceMeanField_ELBO: analytic KL between the guide and the prior, which these
-            mean-field guides allow) or "trace" (Trace_ELBO, Monte Carlo everywhere).
+        elbo: "auto" (the model's ``svi_elbo``, else "meanfield"), "meanfield" (TraceMeanField_ELBO: analytic
+            KL between guide and prior, which mean-field guides allow), "trace" (Trace_ELBO) or "enum"
+            (TraceEnum_ELBO: discrete sites marked for enumeration are summed out exactly).
         lr: Adam learning rate. num_particles: particles per gradient estimate.
         init: None (the model's ``guide_init`` from the seed) or a dict of initial guide parameters.
         eval_every: when the model has a closed-form ELBO, it is evaluated every this many steps and
@@ -45,15 +46,18 @@ def fit_svi(model: Any, data: Any, *, seed: int, num_iters: int = 1000, lr: floa
     check_positive_int("eval_every", eval_every)
     if num_chains != 1:
         raise ValueError(f"num_chains must be 1 for SVI, got {num_chains!r}")
-    if elbo not in ("meanfield", "trace"):
-        raise ValueError(f"elbo must be 'meanfield' or 'trace', got {elbo!r}")
+    if elbo == "auto":
+        elbo = getattr(model, "svi_elbo", "meanfield")
+    if elbo not in ("meanfield", "trace", "enum"):
+        raise ValueError(f"elbo must be 'auto', 'meanfield', 'trace' or 'enum', got {elbo!r}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     data = model.prepare(data, dtype=dtype, device=device)
     generator = torch.Generator().manual_seed(seed)
     init = model.guide_init(data, generator) if init is None else init
     names = list(init)
-    loss_cls = TraceMeanField_ELBO if elbo == "meanfield" else Trace_ELBO
+    loss_cls = {"meanfield": TraceMeanField_ELBO, "trace": Trace_ELBO, "enum": TraceEnum_ELBO}[elbo]
+    loss_kw = {"max_plate_nesting": model.max_plate_nesting} if elbo == "enum" else {}
     with torch.random.fork_rng(devices=[]), pyro.get_param_store().scope():
         torch.manual_seed(seed)
 
@@ -61,7 +65,7 @@ def fit_svi(model: Any, data: Any, *, seed: int, num_iters: int = 1000, lr: floa
             params = {k: pyro.param(k, init[k].clone(), constraint=model.guide_constraints[k]) for k in names}
             return model.guide(d, params)
 
-        svi = SVI(model.model, guide, pyro.optim.Adam({"lr": lr}), loss=loss_cls(num_particles=num_particles))
+        svi = SVI(model.model, guide, pyro.optim.Adam({"lr": lr}), loss=loss_cls(num_particles=num_particles, **loss_kw))
         loss0 = svi.evaluate_loss(data)
         closed_form = hasattr(model, "elbo_from_guide")
         exact: list[float] = []
