@@ -5,12 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, needs_lastfm
+from tests.conftest import ROOT, have_data, needs_lastfm
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
 
 
 @needs_lastfm
+@pytest.mark.skipif(not have_data("netflix/netflix_incomplete.txt"), reason="Netflix files not available")
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes(path: Path, monkeypatch, tmp_path):
