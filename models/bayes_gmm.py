@@ -331,6 +331,35 @@ class BayesGMM:
         mu = p.m + torch.randn(p.m.shape, generator=generator, dtype=p.m.dtype) / torch.sqrt(p.beta * tau[:, None])
         return GibbsState(g / g.sum(), mu, tau)
 
+    def log_evidence_chib(self, data: MixtureData, result: Any, generator: torch.Generator,
+                          max_draws: int = 2000) -> float:
+        """Chib's (1995) estimate of log p(X) from posterior draws (e.g. a Gibbs result):
+        log p(X) = log p(X, theta*) - log p(theta* | X), with the posterior ordinate Rao-Blackwellised over
+        z_s ~ p(z | theta_s, X) and averaged over the K! relabelings of theta* (the posterior is symmetric,
+        so this removes the bias of a sampler that stays in one labelling; Neal 1999). K <= 6."""
+        import itertools
+
+        if self.K > 6:
+            raise ValueError(f"log_evidence_chib enumerates K! relabelings; K={self.K} is too many")
+        pi, mu, tau = (torch.as_tensor(np.asarray(result.posterior[k])).flatten(0, 1) for k in ("pi", "mu", "tau"))
+        lj = result.sample_stats["log_joint"] if "log_joint" in result.sample_stats else result.posterior["log_joint"]
+        lj = torch.as_tensor(np.asarray(lj)).flatten()
+        best = int(torch.argmax(lj))
+        star = (pi[best], mu[best], tau[best])
+        keep = torch.linspace(0, len(pi) - 1, min(max_draws, len(pi))).long()
+        ordinates = []
+        for s in keep.tolist():
+            logits = torch.log(pi[s])[None] + self.component_log_lik(data, mu[s], tau[s])
+            z = torch.multinomial(torch.softmax(logits, 1), 1, generator=generator)[:, 0]
+            p = self.posterior_params(data, torch.nn.functional.one_hot(z, self.K).to(data.dtype))
+            for perm in itertools.permutations(range(self.K)):
+                perm = list(perm)
+                ps, ms, ts = star[0][perm], star[1][perm], star[2][perm]
+                ordinates.append(dist.Dirichlet(p.alpha).log_prob(ps) + dist.Gamma(p.a, p.b).log_prob(ts).sum()
+                                 + dist.Normal(p.m, 1.0 / torch.sqrt(p.beta * ts[:, None])).log_prob(ms).sum())
+        log_ordinate = torch.logsumexp(torch.stack(ordinates), 0) - math.log(len(ordinates))
+        return float(self.log_joint(data, *star) - log_ordinate)
+
     # ------------------------------------------------------------------------------------------------
     # Invariants and comparison hooks
 

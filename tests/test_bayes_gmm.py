@@ -208,3 +208,14 @@ def test_bad_input(bad, match):
         as_mixture_data(bad)
     with pytest.raises(ValueError, match="K must be"):
         BayesGMM(K=0)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_gibbs_chib_evidence_matches_enumeration(model):
+    """Chib's estimate from Gibbs draws vs the exact K^n enumeration (and both above the CAVI ELBO)."""
+    data = tiny()
+    g = fit_gibbs(model, data, seed=0, num_samples=1500, warmup=300, num_chains=2, progress=False)
+    chib = model.log_evidence_chib(data, g, torch.Generator().manual_seed(0), max_draws=600)
+    exact = brute_force_log_evidence(model, data)
+    assert chib == pytest.approx(exact, abs=0.1)
+    assert fit_cavi(model, data, seed=0, num_iters=200, progress=False).objective <= exact
