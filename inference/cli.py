@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-MODEL_NAMES = ("poisson-mf",)
-DATA_NAMES = {"poisson-mf": ("synthetic", "lastfm")}
+MODEL_NAMES = ("poisson-mf", "bayes-gmm")
+DATA_NAMES = {"poisson-mf": ("synthetic", "lastfm"), "bayes-gmm": ("synthetic", "toy")}
+HYPER_NAMES = {"poisson-mf": ("a_theta", "b_theta", "a_eta", "b_eta"),
+               "bayes-gmm": ("alpha0", "m0", "beta0", "a0", "b0")}
 
 
 class UsageError(ValueError):
@@ -29,9 +31,10 @@ class UsageError(ValueError):
 
 
 def _model(name: str, K: int, hyper: list[str]) -> Any:
-    from models import PoissonMF
+    from models import BayesGMM, PoissonMF
 
-    if name != "poisson-mf":
+    classes = {"poisson-mf": PoissonMF, "bayes-gmm": BayesGMM}
+    if name not in classes:
         raise UsageError(f"unknown model {name!r}; available: {', '.join(MODEL_NAMES)}")
     kw: dict[str, float] = {}
     for item in hyper or []:
@@ -42,17 +45,20 @@ def _model(name: str, K: int, hyper: list[str]) -> Any:
             kw[key] = float(value)
         except ValueError:
             raise UsageError(f"--hyper {key}: {value!r} is not a number") from None
-    unknown = set(kw) - {"a_theta", "b_theta", "a_eta", "b_eta"}
+    unknown = set(kw) - set(HYPER_NAMES[name])
     if unknown:
         raise UsageError(f"--hyper: unknown hyperparameter(s) {sorted(unknown)} for {name}; "
-                         "known: a_theta, b_theta, a_eta, b_eta")
-    return PoissonMF(K=K, **kw)
+                         f"known: {', '.join(HYPER_NAMES[name])}")
+    return classes[name](K=K, **kw)
 
 
 def _data(model_name: str, name: str, args: argparse.Namespace) -> Any:
     from models import as_count_matrix
     from models.datasets import load_lastfm
 
+    if name not in DATA_NAMES.get(model_name, ()) and not Path(name).exists():
+        raise UsageError(f"--data {name!r}: not a data set name for {model_name} "
+                         f"({', '.join(DATA_NAMES[model_name])}) nor a file")
     if name == "lastfm":
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -61,17 +67,29 @@ def _data(model_name: str, name: str, args: argparse.Namespace) -> Any:
             print(f"note: {w.message}", file=sys.stderr)
         return data
     if name == "synthetic":
-        from models import PoissonMF
+        from models import BayesGMM, PoissonMF
 
+        g = torch.Generator().manual_seed(args.seed)
+        if model_name == "bayes-gmm":  # well-separated components: prior means spread 1/sqrt(0.02) = 7 sds
+            return BayesGMM(K=args.true_K, beta0=0.02, a0=2.0, b0=2.0).sample(args.rows, args.cols, g)[1]
         truth = PoissonMF(K=args.true_K, a_theta=1.0, b_theta=1.0, a_eta=1.0, b_eta=1.0)
-        _, data = truth.sample(args.rows, args.cols, torch.Generator().manual_seed(args.seed))
-        return data
+        return truth.sample(args.rows, args.cols, g)[1]
+    if name == "toy" and model_name == "bayes-gmm":
+        from models import as_mixture_data
+        from models.datasets import load_netflix
+
+        return as_mixture_data(load_netflix("toy"), name="toy")
     path = Path(name)
     if not path.exists():
         raise UsageError(f"--data {name!r}: not a data set name ({', '.join(DATA_NAMES[model_name])}) nor a file")
     import pandas as pd
 
     try:
+        if model_name == "bayes-gmm":
+            from models import as_mixture_data
+
+            arr = np.load(path) if path.suffix == ".npy" else np.loadtxt(path)
+            return as_mixture_data(arr, name=path.name)
         if path.suffix == ".npy":
             return as_count_matrix(np.load(path), name=path.name)
         return as_count_matrix(pd.read_csv(path), name=path.name)
@@ -107,7 +125,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     data = _data(args.model, args.data, args)
     result = METHODS[args.method](model, data, **_method_kwargs(args))
     print(result.describe())
-    top = factor_top_items(result, n=5, num_factors=min(5, model.K))
+    top = factor_top_items(result, n=5, num_factors=min(5, model.K)) if args.model == "poisson-mf" else []
     if len(top):
         print("top factors (by total loading; 5 items each):")
         for k, grp in top.groupby("factor", sort=False):
@@ -237,15 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("model", help=f"model name ({', '.join(MODEL_NAMES)})")
         sp.add_argument("--data", default="synthetic",
-                        help="data set name (synthetic, lastfm) or a file: .npy dense counts or .csv long "
-                             "format (row, col, value)")
+                        help="data set name (poisson-mf: synthetic, lastfm; bayes-gmm: synthetic, toy) or a file "
+                             "(poisson-mf: .npy dense counts or .csv long format row,col,value; bayes-gmm: .npy or "
+                             "whitespace-separated points, NaN = missing)")
         sp.add_argument("-K", type=int, default=None, help="number of factors (default: 40 for lastfm, 3 otherwise)")
         sp.add_argument("--hyper", nargs="*", default=[], metavar="NAME=VALUE",
                         help="hyperparameters, e.g. a_theta=1 b_theta=0.5")
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--out", default=None, help="output folder")
-        sp.add_argument("--rows", type=int, default=20, help="synthetic data: rows (N)")
-        sp.add_argument("--cols", type=int, default=30, help="synthetic data: columns (M)")
+        sp.add_argument("--rows", type=int, default=None, help="synthetic data: rows (default 20 for poisson-mf, "
+                                                               "100 for bayes-gmm)")
+        sp.add_argument("--cols", type=int, default=None, help="synthetic data: columns (default 30; bayes-gmm: "
+                                                               "dimensions, default 2)")
         sp.add_argument("--true-K", type=int, default=3, help="synthetic data: factors of the generating model")
         sp.add_argument("--iters", type=int, default=None, help="iterations (CAVI sweeps, SVI steps)")
         sp.add_argument("--samples", type=int, default=None, help="kept draws per chain (Gibbs, NUTS)")
@@ -288,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "K", None) is None and hasattr(args, "model"):
         args.K = 40 if args.data == "lastfm" else 3
+    if hasattr(args, "rows") and args.rows is None:
+        args.rows = 100 if args.model == "bayes-gmm" else 20
+    if hasattr(args, "cols") and args.cols is None:
+        args.cols = 2 if args.model == "bayes-gmm" else 30
     if getattr(args, "iters", None) is None and getattr(args, "command", "") == "fit":
         args.iters = 200
     try:

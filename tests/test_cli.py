@@ -103,3 +103,22 @@ def test_em_command_test_case_and_toy_plot(tmp_path, capsys):
     assert code == 2 and "complete data" in err
     code, out, err = run(["em", "nosuch", "--K", "2"], capsys)
     assert code == 2 and "not a data set name" in err
+
+
+@pytest.mark.parametrize("method", ["cavi", "gibbs", "svi"])
+def test_fit_bayes_gmm_synthetic(method, tmp_path, capsys):
+    code, out, err = run(["fit", "bayes-gmm", "--method", method, "--rows", "30", "--iters", "20", "--samples", "20",
+                          "--hyper", "beta0=0.05", "--out", str(tmp_path), "--no-progress"], capsys)
+    assert code == 0, err
+    assert f"{method} on bayes-gmm" in out and (tmp_path / f"{method}.nc").is_file()
+
+
+def test_compare_bayes_gmm_and_model_specific_errors(tmp_path, capsys):
+    code, out, err = run(["compare", "bayes-gmm", "--rows", "40", "--methods", "cavi,gibbs", "--samples", "50",
+                          "--no-progress"], capsys)
+    assert code == 0, err
+    assert "heldout_lpd_per_row" in out and "mu_sorted" in out
+    code, out, err = run(["fit", "bayes-gmm", "--method", "cavi", "--hyper", "a_theta=1"], capsys)
+    assert code == 2 and "unknown hyperparameter" in err and "alpha0" in err
+    code, out, err = run(["fit", "bayes-gmm", "--method", "cavi", "--data", "lastfm"], capsys)
+    assert code == 2 and "not a data set name for bayes-gmm" in err
