@@ -1,4 +1,4 @@
-"""Gaussian mixtures with missing entries, beyond the course: exact EM for spherical and diagonal
+"""Gaussian mixtures with missing entries, beyond the course: exact EM for spherical, diagonal and full
 covariances, k-means++ starts, best of n_init, a shrinkage (MAP) variance floor, and posterior-predictive
 imputation with a standard deviation for every filled entry.
 
@@ -28,7 +28,10 @@ from scipy.special import logsumexp
 
 from models.gmm import TOL_LL, GaussianMixture, _check_X
 
-__all__ = ["DiagonalMixture", "FitResult", "fit_missing", "kmeanspp_means", "impute", "log_likelihood"]
+__all__ = ["DiagonalMixture", "FullMixture", "FitResult", "fit_missing", "kmeanspp_means", "impute",
+           "log_likelihood"]
+
+MAX_FULL_PATTERNS = 5000  # full covariances loop over missingness patterns: refuse hopeless inputs
 
 
 class DiagonalMixture(NamedTuple):
@@ -38,6 +41,15 @@ class DiagonalMixture(NamedTuple):
     var: np.ndarray
     p: np.ndarray
     covariance: str
+
+
+class FullMixture(NamedTuple):
+    """Mixture with full covariances: mu (K, d), cov (K, d, d), p (K,)."""
+
+    mu: np.ndarray
+    cov: np.ndarray
+    p: np.ndarray
+    covariance: str = "full"
 
 
 class FitResult(NamedTuple):
@@ -71,7 +83,10 @@ def _estep(X: np.ndarray, O: np.ndarray, m: DiagonalMixture) -> tuple[np.ndarray
 def log_likelihood(X: np.ndarray, mixture: GaussianMixture | DiagonalMixture) -> float:
     """Observed-data log-likelihood sum_u log sum_j p_j N(x_Ou; mu_jO, diag s2_jO) (0 = missing)."""
     X = np.asarray(X, dtype=np.float64)
-    return _estep(X, (X != 0).astype(np.float64), _as_diagonal(mixture, X.shape[1]))[1]
+    O = (X != 0).astype(np.float64)
+    if isinstance(mixture, FullMixture):
+        return _full_pass(X, _patterns(O), mixture)[1]
+    return _estep(X, O, _as_diagonal(mixture, X.shape[1]))[1]
 
 
 def _mstep(X: np.ndarray, O: np.ndarray, post: np.ndarray, m: DiagonalMixture, nu: float,
@@ -89,6 +104,85 @@ def _mstep(X: np.ndarray, O: np.ndarray, post: np.ndarray, m: DiagonalMixture, n
     else:
         var = np.repeat(((S.sum(1) + nu * d * s2_0) / (d * n_j + nu * d))[:, None], d, axis=1)
     return DiagonalMixture(mu, var, n_j / n, m.covariance)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Full covariances with missing entries: exact EM with conditional Gaussian marginals. Rows are grouped by
+# their missingness pattern (observed set o, missing set m); within a pattern everything is vectorised.
+#   E-step: log r_uj ∝ log p_j + log N(x_uo; mu_jo, S_joo)                                                (eq. 4)
+#   x_hat_ujm = mu_jm + S_jmo S_joo^-1 (x_uo - mu_jo),  C_ujmm = S_jmm - S_jmo S_joo^-1 S_jom                 (eq. 5)
+#   M-step: mu_j = sum_u r_uj x_hat_uj / n_j;  S_j = sum_u r_uj (x_hat x_hat^T + C_uj) / n_j - mu_j mu_j^T    (eq. 6)
+
+
+def _patterns(O: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(rows, observed-coordinate mask) for each distinct missingness pattern."""
+    keys, inverse = np.unique(O.astype(bool), axis=0, return_inverse=True)
+    if len(keys) > MAX_FULL_PATTERNS:
+        raise ValueError(f"covariance='full' handles rows pattern by pattern; this matrix has {len(keys)} distinct "
+                         f"missingness patterns (limit {MAX_FULL_PATTERNS}): use 'diag' or 'spherical'")
+    return [(np.flatnonzero(inverse.ravel() == k), keys[k]) for k in range(len(keys))]
+
+
+def _conditional(X_rows: np.ndarray, o: np.ndarray, m: FullMixture, j: int):
+    """For rows sharing the observed set o and component j: log p_j + log N(x_o; mu_jo, S_joo) (eq. 4),
+    the completed rows x_hat (eq. 5) and the conditional covariance C (d, d), zero outside the missing block."""
+    d = X_rows.shape[1]
+    mis = ~o
+    xo = X_rows[:, o]
+    L = np.linalg.cholesky(m.cov[j][np.ix_(o, o)])
+    diff = xo - m.mu[j, o]
+    sol = np.linalg.solve(L, diff.T)  # L^-1 (x_o - mu_o): (|o|, rows)
+    logf = np.log(m.p[j]) - 0.5 * (sol ** 2).sum(0) - np.log(np.diag(L)).sum() - 0.5 * o.sum() * np.log(2 * np.pi)
+    xhat = np.empty((len(X_rows), d))
+    xhat[:, o] = xo
+    C = np.zeros((d, d))
+    if mis.any():
+        S_mo = m.cov[j][np.ix_(mis, o)]
+        A = np.linalg.solve(L.T, np.linalg.solve(L, S_mo.T)).T  # S_mo S_oo^-1
+        xhat[:, mis] = m.mu[j, mis] + diff @ A.T
+        C[np.ix_(mis, mis)] = m.cov[j][np.ix_(mis, mis)] - A @ S_mo.T
+    return logf, xhat, C
+
+
+def _full_pass(X: np.ndarray, pats, m: FullMixture):
+    """E-step (eq. 4) and the conditional completions of eq. 5, pattern by pattern.
+
+    Returns post (n, K), LL, and per pattern a list over components of (x_hat, C)."""
+    K = len(m.p)
+    logf = np.empty((X.shape[0], K))
+    completions = []
+    for rows, o in pats:
+        per_j = []
+        for j in range(K):
+            logf[rows, j], xhat, C = _conditional(X[rows], o, m, j)
+            per_j.append((xhat, C))
+        completions.append(per_j)
+    lse = logsumexp(logf, axis=1, keepdims=True)
+    return np.exp(logf - lse), float(lse.sum()), completions
+
+
+def _full_stats(post, pats, completions):
+    """M-step sums of eq. 6: T1_j = sum_u r_uj x_hat_uj, T2_j = sum_u r_uj (x_hat x_hat^T + C_uj)."""
+    K, d = post.shape[1], completions[0][0][0].shape[1]
+    T1, T2 = np.zeros((K, d)), np.zeros((K, d, d))
+    for (rows, _), per_j in zip(pats, completions):
+        for j, (xhat, C) in enumerate(per_j):
+            r = post[rows, j]
+            T1[j] += r @ xhat
+            T2[j] += (xhat * r[:, None]).T @ xhat + r.sum() * C
+    return T1, T2
+
+
+def _full_mstep(post, stats, min_variance: float, nu: float, s2_0: float) -> FullMixture:
+    T1, T2 = stats
+    n_j = post.sum(0)
+    d = T1.shape[1]
+    mu = T1 / n_j[:, None]
+    cov = T2 / n_j[:, None, None] - mu[:, :, None] * mu[:, None, :]
+    if nu > 0:  # MAP under an inverse-Wishart-like shrinkage toward s2_0 I
+        cov = (n_j[:, None, None] * cov + nu * s2_0 * np.eye(d)) / (n_j[:, None, None] + nu)
+    cov = 0.5 * (cov + np.transpose(cov, (0, 2, 1))) + min_variance * np.eye(d)
+    return FullMixture(mu, cov, n_j / post.shape[0])
 
 
 def kmeanspp_means(X: np.ndarray, K: int, rng: np.random.Generator) -> np.ndarray:
@@ -114,12 +208,14 @@ def fit_missing(X: np.ndarray, K: int, *, covariance: str = "spherical", init: s
     """Exact EM for a spherical or diagonal mixture with missing entries (0 = missing); best of n_init.
 
     Args:
-        covariance: "spherical" or "diag".
+        covariance: "spherical", "diag" or "full" (full: conditional Gaussian marginals, rows grouped by
+            missingness pattern; meant for small d, refused beyond MAX_FULL_PATTERNS patterns).
         init: "kmeans++" (seeded from ``seed``) or "course" (models.gmm.init with seeds seed, seed+1, ...).
         n_init: number of starts; the one with the highest final LL is returned.
         shrinkage: nu of eqs. 3 (0 = maximum likelihood; > 0 = MAP variance pulled toward the data variance).
         min_variance: variances are clamped at this floor (the constrained M-step keeps the LL monotone);
-            it stops a component from collapsing onto one point, where the likelihood is unbounded.
+            it stops a component from collapsing onto one point, where the likelihood is unbounded. For full
+            covariances it is added to the diagonal (as scikit-learn's reg_covar).
         tol: stop when the LL gains <= tol |LL| (the course's rule).
 
     Raises:
@@ -128,8 +224,8 @@ def fit_missing(X: np.ndarray, K: int, *, covariance: str = "spherical", init: s
     from models.gmm import init as course_init
 
     X = _check_X(X, K)
-    if covariance not in ("spherical", "diag"):
-        raise ValueError(f"covariance must be 'spherical' or 'diag', got {covariance!r}")
+    if covariance not in ("spherical", "diag", "full"):
+        raise ValueError(f"covariance must be 'spherical', 'diag' or 'full', got {covariance!r}")
     if init not in ("kmeans++", "course"):
         raise ValueError(f"init must be 'kmeans++' or 'course', got {init!r}")
     if isinstance(n_init, bool) or not isinstance(n_init, int) or n_init < 1:
@@ -142,6 +238,7 @@ def fit_missing(X: np.ndarray, K: int, *, covariance: str = "spherical", init: s
     s2_0 = float(observed.var()) if observed.size > 1 else 1.0
     best, start_lls = None, []
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n_init)]
+    pats = _patterns(O) if covariance == "full" else None
     for start in range(n_init):
         if init == "course":
             m0, _ = course_init(X, K, seed + start)
@@ -149,15 +246,23 @@ def fit_missing(X: np.ndarray, K: int, *, covariance: str = "spherical", init: s
         else:
             mu = kmeanspp_means(X, K, rngs[start])
             m = DiagonalMixture(mu, np.full((K, d), s2_0), np.full(K, 1.0 / K), covariance)
+        if covariance == "full":
+            m = FullMixture(m.mu, np.stack([np.diag(v) for v in m.var]), m.p)
         prev, lls = None, []
         for _ in range(max_iter):
-            post, ll = _estep(X, O, m)
+            if covariance == "full":
+                post, ll, completions = _full_pass(X, pats, m)
+            else:
+                post, ll = _estep(X, O, m)
             lls.append(ll)
             if prev is not None and ll - prev <= tol * abs(ll):
                 break
             prev = ll
-            m = _mstep(X, O, post, m, shrinkage, s2_0)
-            m = m._replace(var=np.maximum(m.var, min_variance))
+            if covariance == "full":
+                m = _full_mstep(post, _full_stats(post, pats, completions), min_variance, shrinkage, s2_0)
+            else:
+                m = _mstep(X, O, post, m, shrinkage, s2_0)
+                m = m._replace(var=np.maximum(m.var, min_variance))
         start_lls.append(lls[-1])
         if best is None or lls[-1] > best.log_likelihood:
             best = FitResult(m, post, lls[-1], np.array(lls), np.array([]), len(lls))
@@ -167,7 +272,8 @@ def fit_missing(X: np.ndarray, K: int, *, covariance: str = "spherical", init: s
 def impute(X: np.ndarray, mixture: GaussianMixture | DiagonalMixture) -> tuple[np.ndarray, np.ndarray]:
     """Posterior-predictive imputation of the missing entries (0 = missing).
 
-    Given row u's observed entries, x_ui (missing) ~ sum_j r_uj N(mu_ji, s2_ji), so
+    Given row u's observed entries, x_ui (missing) ~ sum_j r_uj N(mu_ji, s2_ji) (diagonal/spherical; for full
+    covariances N(x_hat_uji, C_uj,ii) of eq. 5), so
         mean_ui = sum_j r_uj mu_ji,   var_ui = sum_j r_uj (s2_ji + mu_ji^2) - mean_ui^2.
 
     Returns:
@@ -175,10 +281,21 @@ def impute(X: np.ndarray, mixture: GaussianMixture | DiagonalMixture) -> tuple[n
          sd (n, d): predictive standard deviation, 0 on observed entries).
     """
     X = np.asarray(X, dtype=np.float64)
-    m = _as_diagonal(mixture, X.shape[1])
     O = (X != 0).astype(np.float64)
+    missing = O == 0
+    if isinstance(mixture, FullMixture):  # mixture over j of N(x_hat_uj, C_uj) on the missing block (eq. 5)
+        pats = _patterns(O)
+        post, _, completions = _full_pass(X, pats, mixture)
+        mean, second = np.zeros_like(X), np.zeros_like(X)
+        for (rows, _), per_j in zip(pats, completions):
+            for j, (xhat, C) in enumerate(per_j):
+                r = post[rows, j][:, None]
+                mean[rows] += r * xhat
+                second[rows] += r * (xhat ** 2 + np.diag(C)[None, :])
+        var = np.maximum(second - mean ** 2, 0.0)
+        return np.where(missing, mean, X), np.where(missing, np.sqrt(var), 0.0)
+    m = _as_diagonal(mixture, X.shape[1])
     post, _ = _estep(X, O, m)
     mean = post @ m.mu
     var = np.maximum(post @ (m.var + m.mu ** 2) - mean ** 2, 0.0)
-    missing = O == 0
     return np.where(missing, mean, X), np.where(missing, np.sqrt(var), 0.0)

@@ -166,3 +166,98 @@ def test_n_init_keeps_the_best_start():
 def test_bad_options(kw, match):
     with pytest.raises(ValueError, match=match):
         fit_missing(synthetic(), 2, **kw)
+
+
+# ---------------------------------------------------------------------------------------------------
+# full covariances (eqs. 4-6)
+
+from models.gmm_missing import FullMixture  # noqa: E402
+
+
+def random_full(K=3, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(K, d, d))
+    cov = A @ np.transpose(A, (0, 2, 1)) / d + 0.5 * np.eye(d)
+    return FullMixture(rng.normal(3, 2, (K, d)), cov, np.array([0.2, 0.3, 0.5])[:K] / np.array([0.2, 0.3, 0.5])[:K].sum())
+
+
+def test_full_estep_matches_scipy():
+    from scipy.stats import multivariate_normal
+
+    X = synthetic(n=40, d=4)
+    m = random_full()
+    brute = 0.0
+    for x in X:
+        o = x != 0
+        comps = [np.log(m.p[j]) + multivariate_normal(m.mu[j, o], m.cov[j][np.ix_(o, o)]).logpdf(x[o]) for j in range(3)]
+        brute += np.logaddexp.reduce(comps)
+    assert log_likelihood(X, m) == pytest.approx(brute, rel=1e-12)
+
+
+@pytest.mark.parametrize("K,seed", [(1, 0), (2, 1), (3, 2)])
+def test_full_em_never_decreases(K, seed):
+    X = synthetic(n=100, d=4, seed=seed)
+    fit = fit_missing(X, K, covariance="full", seed=seed, tol=1e-12, max_iter=200)
+    steps = np.diff(fit.trace)
+    assert np.all(steps >= -1e-9 * np.abs(fit.trace[1:])), steps.min()
+
+
+def test_full_em_on_complete_data_matches_scikit_learn():
+    from sklearn.mixture import GaussianMixture as SkGMM
+
+    X = synthetic(n=150, d=3, missing=0.0, seed=6)
+    fit = fit_missing(X, 3, covariance="full", seed=0, tol=1e-14, max_iter=20000, min_variance=1e-6)
+    m0 = fit_missing(X, 3, covariance="full", seed=0, max_iter=1).mixture  # the same start
+    sk = SkGMM(3, covariance_type="full", reg_covar=1e-6, tol=1e-14, max_iter=20000, means_init=m0.mu,
+               weights_init=m0.p, precisions_init=np.linalg.inv(m0.cov)).fit(X)
+    assert fit.log_likelihood == pytest.approx(sk.score(X) * len(X), rel=1e-8)
+
+
+def test_full_em_fixed_point_is_stationary():
+    X = synthetic(n=80, d=3, seed=8)
+    fit = fit_missing(X, 2, covariance="full", seed=0, tol=1e-15, max_iter=20000, min_variance=0.0)
+    m = fit.mixture
+    mu = torch.tensor(m.mu, requires_grad=True)
+    ll = 0.0
+    for x in X:
+        o = torch.tensor(x != 0)
+        xo = torch.tensor(x)[o]
+        comps = torch.stack([np.log(m.p[j]) + torch.distributions.MultivariateNormal(
+            mu[j][o], torch.tensor(m.cov[j])[o][:, o]).log_prob(xo) for j in range(2)])
+        ll = ll + torch.logsumexp(comps, 0)
+    (g,) = torch.autograd.grad(ll, [mu])
+    assert float(g.abs().max()) < 1e-5
+
+
+def test_full_impute_matches_monte_carlo():
+    X = synthetic(n=60, d=4, seed=9)
+    m = random_full()
+    filled, sd = impute(X, m)
+    u = int(np.flatnonzero((X == 0).any(1))[0])
+    o = X[u] != 0
+    i = int(np.flatnonzero(~o)[0])
+    from scipy.stats import multivariate_normal
+
+    logw = np.array([np.log(m.p[j]) + multivariate_normal(m.mu[j, o], m.cov[j][np.ix_(o, o)]).logpdf(X[u, o])
+                     for j in range(3)])
+    w = np.exp(logw - np.logaddexp.reduce(logw))
+    rng = np.random.default_rng(0)
+    S = 200_000
+    comp = rng.choice(3, size=S, p=w)
+    draws = np.empty(S)
+    for j in range(3):  # x_i | x_o within component j: the Gaussian conditional, written here with numpy
+        idx = comp == j
+        S_oo, S_io = m.cov[j][np.ix_(o, o)], m.cov[j][i, o]
+        cm = m.mu[j, i] + S_io @ np.linalg.solve(S_oo, X[u, o] - m.mu[j, o])
+        cv = m.cov[j][i, i] - S_io @ np.linalg.solve(S_oo, S_io)
+        draws[idx] = rng.normal(cm, np.sqrt(cv), size=idx.sum())
+    assert filled[u, i] == pytest.approx(draws.mean(), abs=4 * draws.std() / np.sqrt(S))
+    assert sd[u, i] == pytest.approx(draws.std(), rel=0.01)
+
+
+def test_full_refuses_too_many_patterns(monkeypatch):
+    import models.gmm_missing as gm
+
+    monkeypatch.setattr(gm, "MAX_FULL_PATTERNS", 2)
+    with pytest.raises(ValueError, match="missingness patterns"):
+        fit_missing(synthetic(), 2, covariance="full")
