@@ -161,7 +161,7 @@ def test_n_init_keeps_the_best_start():
     assert len(fit.start_lls) == 4 and fit.log_likelihood == pytest.approx(fit.start_lls.max())
 
 
-@pytest.mark.parametrize("kw,match", [({"covariance": "full"}, "covariance"), ({"init": "random"}, "init"),
+@pytest.mark.parametrize("kw,match", [({"covariance": "tied"}, "covariance"), ({"init": "random"}, "init"),
                                       ({"n_init": 0}, "n_init"), ({"shrinkage": -1.0}, "shrinkage")])
 def test_bad_options(kw, match):
     with pytest.raises(ValueError, match=match):
