@@ -21,6 +21,9 @@ def fit_nuts(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmup
              callback: Callable | None = None) -> InferenceResult:
     """Sample the model's collapsed posterior with NUTS (Pyro), ``num_chains`` chains.
 
+    Uses ``model.nuts_model`` when the model provides one (a reparameterisation for NUTS, mapped back to
+    the model's sites by ``model.nuts_postprocess``), else ``model.model``.
+
     Args:
         warmup: adaptation steps per chain (default: num_samples).
         jit: compile the potential with the PyTorch JIT (faster for long runs, slow to start).
@@ -42,14 +45,17 @@ def fit_nuts(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmup
     for c, chain_seed in enumerate(chain_seeds(seed, num_chains)):
         with torch.random.fork_rng(devices=[]), pyro.get_param_store().scope():
             torch.manual_seed(chain_seed)
-            kernel = NUTS(model.model, jit_compile=jit, ignore_jit_warnings=True, target_accept_prob=target_accept,
+            kernel = NUTS(getattr(model, "nuts_model", model.model), jit_compile=jit, ignore_jit_warnings=True, target_accept_prob=target_accept,
                           max_tree_depth=max_tree_depth, max_plate_nesting=getattr(model, "max_plate_nesting", None))
             mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, disable_progbar=not progress,
                         initial_params=init[c] if init is not None else None)
             t0 = time.perf_counter()
             mcmc.run(data)
             seconds.append(time.perf_counter() - t0)
-            per_chain.append({k: v.detach() for k, v in mcmc.get_samples().items()})
+            samples = {k: v.detach() for k, v in mcmc.get_samples().items()}
+            if hasattr(model, "nuts_postprocess"):  # a reparameterised NUTS model maps back to the model's sites
+                samples = model.nuts_postprocess(samples, data)
+            per_chain.append(samples)
             div = torch.zeros(num_samples, dtype=torch.bool)
             idx = mcmc.diagnostics().get("divergences", {}).get("chain 0", [])
             div[torch.as_tensor(list(idx), dtype=torch.long)] = True

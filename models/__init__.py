@@ -3,6 +3,7 @@ closed-form conditionals, ELBO). How a posterior is computed lives in :mod:`infe
 
 from models.data import CountMatrix, as_count_matrix
 from models.bayes_gmm import BayesGMM, as_mixture_data
+from models.bayes_gmm_full import BayesGMMFull
 from models.poisson_mf import PoissonMF
 
-__all__ = ["CountMatrix", "as_count_matrix", "PoissonMF", "BayesGMM", "as_mixture_data"]
+__all__ = ["CountMatrix", "as_count_matrix", "PoissonMF", "BayesGMM", "BayesGMMFull", "as_mixture_data"]

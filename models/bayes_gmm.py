@@ -113,9 +113,51 @@ class GibbsState(NamedTuple):
     tau: torch.Tensor
 
 
+class MixtureHooks:
+    """Label-invariant quantities and comparison hooks shared by the Bayesian mixtures. Subclasses provide
+    K, ``log_joint(data, pi, mu, <precision>)`` and ``component_log_lik(data, mu, <precision>)``; the
+    precision site is named by ``precision_site``."""
+
+    precision_site = "tau"
+    invariant_dims = {"mu_sorted": ("sorted_entry",), "log_joint": ()}
+
+    def objective_attrs(self, data: MixtureData, elbo: float) -> dict[str, float]:
+        return {"elbo": float(elbo), "elbo_per_row": float(elbo) / data.shape[0]}
+
+    def invariants(self, data: MixtureData, pi: torch.Tensor, mu: torch.Tensor, **precision: torch.Tensor):
+        """The means sorted by their first coordinate, flattened (..., K d), and the log joint (...)."""
+        prec = precision[self.precision_site]
+        order = torch.argsort(mu[..., 0], dim=-1)
+        mu_sorted = torch.gather(mu, -2, order[..., None].expand(mu.shape))
+        return {"mu_sorted": mu_sorted.reshape(*mu.shape[:-2], -1), "log_joint": self.log_joint(data, pi, mu, prec)}
+
+
+    def coords(self, data: MixtureData) -> dict[str, np.ndarray]:
+        return {"component": np.arange(self.K), "coord": np.arange(data.shape[1]),
+                "sorted_entry": np.array([f"{j}:{i}" for j in range(self.K) for i in range(data.shape[1])])}
+
+    def split(self, data: MixtureData, test_fraction: float, generator: torch.Generator):
+        """Hold out a random ``test_fraction`` of the rows."""
+        n = data.shape[0]
+        perm = torch.randperm(n, generator=generator)
+        k = max(1, int(round(test_fraction * n)))
+        te, tr = perm[:k], perm[k:]
+        return (MixtureData(data.X[tr], data.mask[tr], data.name), MixtureData(data.X[te], data.mask[te], data.name))
+
+    def heldout_score(self, result: Any, test: MixtureData, test_fraction: float) -> dict[str, float]:
+        """Log predictive density per held-out row, log mean_s p(x_u | pi_s, mu_s, tau_s) over all draws
+        (label-invariant)."""
+        pi, mu, tau = (torch.as_tensor(np.asarray(result.posterior[k])).flatten(0, 1)
+                       for k in ("pi", "mu", self.precision_site))
+        ll = torch.stack([torch.logsumexp(torch.log(p)[None] + self.component_log_lik(test, m, t), 1)
+                          for p, m, t in zip(pi, mu, tau)])  # (S, n_test)
+        lpd = torch.logsumexp(ll, 0) - math.log(ll.shape[0])
+        return {"heldout_lpd_per_row": float(lpd.mean())}
+
+
 @register_model
 @dataclass(frozen=True)
-class BayesGMM:
+class BayesGMM(MixtureHooks):
     """Bayesian spherical Gaussian mixture (hyperparameters only).
 
     Args:
@@ -133,8 +175,6 @@ class BayesGMM:
     name = "bayes-gmm"
     sites = ("pi", "mu", "tau")
     dims = {"pi": ("component",), "mu": ("component", "coord"), "tau": ("component",)}
-    invariant_dims = {"mu_sorted": ("sorted_entry",), "log_joint": ()}
-
     def __post_init__(self) -> None:
         if isinstance(self.K, bool) or not isinstance(self.K, (int, np.integer)) or self.K < 1:
             raise ValueError(f"K must be an integer >= 1, got {self.K!r}")
@@ -277,9 +317,6 @@ class BayesGMM:
     def posterior_mean(self, params: NGParams) -> dict[str, torch.Tensor]:
         return {"pi": params.alpha / params.alpha.sum(), "mu": params.m, "tau": params.a / params.b}
 
-    def objective_attrs(self, data: MixtureData, elbo: float) -> dict[str, float]:
-        return {"elbo": float(elbo), "elbo_per_row": float(elbo) / data.shape[0]}
-
     # ------------------------------------------------------------------------------------------------
     # SVI guide: the CAVI family for (pi, mu, tau); z is enumerated out in the model (TraceEnum_ELBO)
 
@@ -359,34 +396,3 @@ class BayesGMM:
                                  + dist.Normal(p.m, 1.0 / torch.sqrt(p.beta * ts[:, None])).log_prob(ms).sum())
         log_ordinate = torch.logsumexp(torch.stack(ordinates), 0) - math.log(len(ordinates))
         return float(self.log_joint(data, *star) - log_ordinate)
-
-    # ------------------------------------------------------------------------------------------------
-    # Invariants and comparison hooks
-
-    def invariants(self, data: MixtureData, pi: torch.Tensor, mu: torch.Tensor, tau: torch.Tensor):
-        """Label-invariant quantities: the means sorted by their first coordinate, flattened (..., K d), and
-        the log joint (...)."""
-        order = torch.argsort(mu[..., 0], dim=-1)
-        mu_sorted = torch.gather(mu, -2, order[..., None].expand(mu.shape))
-        return {"mu_sorted": mu_sorted.reshape(*mu.shape[:-2], -1), "log_joint": self.log_joint(data, pi, mu, tau)}
-
-    def coords(self, data: MixtureData) -> dict[str, np.ndarray]:
-        return {"component": np.arange(self.K), "coord": np.arange(data.shape[1]),
-                "sorted_entry": np.array([f"{j}:{i}" for j in range(self.K) for i in range(data.shape[1])])}
-
-    def split(self, data: MixtureData, test_fraction: float, generator: torch.Generator):
-        """Hold out a random ``test_fraction`` of the rows."""
-        n = data.shape[0]
-        perm = torch.randperm(n, generator=generator)
-        k = max(1, int(round(test_fraction * n)))
-        te, tr = perm[:k], perm[k:]
-        return (MixtureData(data.X[tr], data.mask[tr], data.name), MixtureData(data.X[te], data.mask[te], data.name))
-
-    def heldout_score(self, result: Any, test: MixtureData, test_fraction: float) -> dict[str, float]:
-        """Log predictive density per held-out row, log mean_s p(x_u | pi_s, mu_s, tau_s) over all draws
-        (label-invariant)."""
-        pi, mu, tau = (torch.as_tensor(np.asarray(result.posterior[k])).flatten(0, 1) for k in ("pi", "mu", "tau"))
-        ll = torch.stack([torch.logsumexp(torch.log(p)[None] + self.component_log_lik(test, m, t), 1)
-                          for p, m, t in zip(pi, mu, tau)])  # (S, n_test)
-        lpd = torch.logsumexp(ll, 0) - math.log(ll.shape[0])
-        return {"heldout_lpd_per_row": float(lpd.mean())}
