@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-MODEL_NAMES = ("poisson-mf", "bayes-gmm")
-DATA_NAMES = {"poisson-mf": ("synthetic", "lastfm"), "bayes-gmm": ("synthetic", "toy")}
+MODEL_NAMES = ("poisson-mf", "bayes-gmm", "bayes-gmm-full")
+DATA_NAMES = {"poisson-mf": ("synthetic", "lastfm"), "bayes-gmm": ("synthetic", "toy"),
+              "bayes-gmm-full": ("synthetic", "toy")}
 HYPER_NAMES = {"poisson-mf": ("a_theta", "b_theta", "a_eta", "b_eta"),
-               "bayes-gmm": ("alpha0", "m0", "beta0", "a0", "b0")}
+               "bayes-gmm": ("alpha0", "m0", "beta0", "a0", "b0"),
+               "bayes-gmm-full": ("alpha0", "m0", "beta0", "w0", "nu0")}
 
 
 class UsageError(ValueError):
@@ -31,9 +33,9 @@ class UsageError(ValueError):
 
 
 def _model(name: str, K: int, hyper: list[str]) -> Any:
-    from models import BayesGMM, PoissonMF
+    from models import BayesGMM, BayesGMMFull, PoissonMF
 
-    classes = {"poisson-mf": PoissonMF, "bayes-gmm": BayesGMM}
+    classes = {"poisson-mf": PoissonMF, "bayes-gmm": BayesGMM, "bayes-gmm-full": BayesGMMFull}
     if name not in classes:
         raise UsageError(f"unknown model {name!r}; available: {', '.join(MODEL_NAMES)}")
     kw: dict[str, float] = {}
@@ -72,9 +74,13 @@ def _data(model_name: str, name: str, args: argparse.Namespace) -> Any:
         g = torch.Generator().manual_seed(args.seed)
         if model_name == "bayes-gmm":  # well-separated components: prior means spread 1/sqrt(0.02) = 7 sds
             return BayesGMM(K=args.true_K, beta0=0.02, a0=2.0, b0=2.0).sample(args.rows, args.cols, g)[1]
+        if model_name == "bayes-gmm-full":
+            from models import BayesGMMFull
+
+            return BayesGMMFull(K=args.true_K, beta0=0.02).sample(args.rows, args.cols, g)[1]
         truth = PoissonMF(K=args.true_K, a_theta=1.0, b_theta=1.0, a_eta=1.0, b_eta=1.0)
         return truth.sample(args.rows, args.cols, g)[1]
-    if name == "toy" and model_name == "bayes-gmm":
+    if name == "toy" and model_name.startswith("bayes-gmm"):
         from models import as_mixture_data
         from models.datasets import load_netflix
 
@@ -85,7 +91,7 @@ def _data(model_name: str, name: str, args: argparse.Namespace) -> Any:
     import pandas as pd
 
     try:
-        if model_name == "bayes-gmm":
+        if model_name.startswith("bayes-gmm"):
             from models import as_mixture_data
 
             arr = np.load(path) if path.suffix == ".npy" else np.loadtxt(path)
@@ -310,9 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "K", None) is None and hasattr(args, "model"):
         args.K = 40 if args.data == "lastfm" else 3
     if hasattr(args, "rows") and args.rows is None:
-        args.rows = 100 if args.model == "bayes-gmm" else 20
+        args.rows = 100 if args.model.startswith("bayes-gmm") else 20
     if hasattr(args, "cols") and args.cols is None:
-        args.cols = 2 if args.model == "bayes-gmm" else 30
+        args.cols = 2 if args.model.startswith("bayes-gmm") else 30
     if getattr(args, "iters", None) is None and getattr(args, "command", "") == "fit":
         args.iters = 200
     try:
