@@ -314,6 +314,45 @@ class BayesGMMFull(MixtureHooks):
         return {"pi": params.alpha / params.alpha.sum(), "mu": params.m, "Lambda": params.nu[:, None, None] * params.W}
 
     # ------------------------------------------------------------------------------------------------
+    # SVI guide: CAVI's family for (pi, mu, Lambda); z is enumerated out in the model (TraceEnum_ELBO).
+    # The Wishart degrees of freedom are stored as nu_excess = nu - (D - 1) > 0.
+
+    svi_elbo = "enum"
+    guide_constraints = {"alpha": dist.constraints.positive, "m": dist.constraints.real,
+                         "beta": dist.constraints.positive, "W": dist.constraints.positive_definite,
+                         "nu_excess": dist.constraints.positive}
+
+    @staticmethod
+    def _from_guide(params: dict[str, torch.Tensor]) -> NWParams:
+        D = params["m"].shape[-1]
+        return NWParams(params["alpha"], params["m"], params["beta"], params["W"], params["nu_excess"] + D - 1)
+
+    def guide_init(self, data: MixtureData, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        p = self.cavi_init(data, generator).params
+        return {"alpha": p.alpha, "m": p.m, "beta": p.beta, "W": p.W, "nu_excess": p.nu - data.shape[1] + 1}
+
+    def guide(self, data: MixtureData, params: dict[str, torch.Tensor] | None = None) -> None:
+        """q(pi) = Dir(alpha), q(Lambda_j) = W(W_j, nu_j), q(mu_j | Lambda_j) = N(m_j, (beta_j Lambda_j)^-1)."""
+        if params is None:
+            init = self.guide_init(data, torch.Generator().manual_seed(0))
+            params = {k: pyro.param(k, v, constraint=self.guide_constraints[k]) for k, v in init.items()}
+        p = self._from_guide(params)
+        pyro.sample("pi", dist.Dirichlet(p.alpha))
+        with pyro.plate("components", self.K):
+            Lam = pyro.sample("Lambda", dist.Wishart(p.nu, covariance_matrix=p.W))
+            pyro.sample("mu", dist.MultivariateNormal(p.m, precision_matrix=p.beta[..., None, None] * Lam))
+
+    def sample_q_guide(self, params: dict[str, torch.Tensor], num_samples: int, generator: torch.Generator):
+        return self.sample_q(self._from_guide(params), num_samples, generator)
+
+    def guide_mean(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.posterior_mean(self._from_guide(params))
+
+    def elbo_from_guide(self, data: MixtureData, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Closed-form ELBO (eq. 4) at the guide's q, with q(z) at its optimum."""
+        return self.elbo(data, self._from_guide(params))
+
+    # ------------------------------------------------------------------------------------------------
     # Gibbs
 
     def gibbs_init(self, data: MixtureData, generator: torch.Generator) -> GibbsState:
