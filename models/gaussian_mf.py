@@ -1,0 +1,339 @@
+"""Gaussian Bayesian matrix factorisation for ratings, with fixed isotropic priors (the course's model) or
+the hierarchical BPMF prior of Salakhutdinov & Mnih (2008).
+
+Notation:
+    N rows (users), M columns (items), K factors; Omega the observed (i, j); n = |Omega|.
+    r_ij ~ N(offset + u_i . v_j, 1 / alpha)  for (i, j) in Omega    (alpha: noise precision; offset: global mean)
+    fixed prior:  u_i ~ N(0, sigma_U^2 I),  v_j ~ N(0, sigma_V^2 I)
+    BPMF prior:   u_i ~ N(mu_U, Lambda_U^-1),  (mu_U, Lambda_U) ~ NW(mu0 = 0, beta0, W0 = w0 I, nu0 = K); V likewise.
+Row conditionals (batched over all rows at once; eq. 1):
+    P_i = Lambda_U + alpha sum_{j in Omega_i} v_j v_j^T,   u_i | . ~ N(P_i^-1 (alpha sum_j (r_ij - offset) v_j + Lambda_U mu_U), P_i^-1)
+Normal-Wishart hyperparameter conditional (eq. 2), with ubar, S the mean and covariance of the N rows of U:
+    beta* = beta0 + N, nu* = nu0 + N, mu* = (beta0 mu0 + N ubar) / beta*,
+    W*^-1 = W0^-1 + N S + beta0 N / beta* (ubar - mu0)(ubar - mu0)^T;   Lambda_U ~ W(W*, nu*), mu_U ~ N(mu*, (beta* Lambda_U)^-1)
+The factors are not identifiable (rotations); compare predictions u_i . v_j, never U or V.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import warnings
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+
+from inference.results import register_model
+from models.bayes_gmm_full import sample_wishart
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+
+__all__ = ["GaussianMF", "RatingData", "as_rating_data", "GibbsState", "predict"]
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass(frozen=True, eq=False)
+class RatingData:
+    """Observed ratings: rows, cols (n,) int64; values (n,) float; shape (N, M)."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    values: torch.Tensor
+    shape: tuple[int, int]
+    name: str = ""
+    _csr: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def csr_structure(self) -> dict[str, torch.Tensor]:
+        """CSR pointers of the (row-major sorted) ratings and of their transpose, computed once."""
+        if not self._csr:
+            N, M = self.shape
+            crow = torch.zeros(N + 1, dtype=torch.int64)
+            crow[1:] = torch.bincount(self.rows, minlength=N).cumsum(0)
+            perm = torch.argsort(self.cols * N + self.rows)
+            ccol = torch.zeros(M + 1, dtype=torch.int64)
+            ccol[1:] = torch.bincount(self.cols, minlength=M).cumsum(0)
+            self._csr.update(crow=crow, ccol=ccol, perm=perm, rows_t=self.rows[perm].contiguous())
+        return self._csr
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def __repr__(self) -> str:
+        return f"RatingData({self.name or 'ratings'}: {self.shape[0]} x {self.shape[1]}, n={len(self)})"
+
+
+def as_rating_data(x: Any, *, shape: tuple[int, int] | None = None, dtype: torch.dtype = torch.float64,
+                   device: str = "cpu", name: str = "", rating_range: tuple[float, float] | None = None) -> RatingData:
+    """Ratings from a RatingData, a models.datasets.Ratings, or a dense array with NaN for unobserved entries
+    (stored sorted row-major).
+
+    Raises ValueError on NaN/inf ratings, indices outside the shape, or empty data; ratings outside
+    ``rating_range`` are allowed but warned about."""
+    if isinstance(x, RatingData):
+        return x
+    if hasattr(x, "rows") and hasattr(x, "cols") and hasattr(x, "values"):
+        rows, cols, values = (np.asarray(getattr(x, a)) for a in ("rows", "cols", "values"))
+        shape = tuple(shape or getattr(x, "shape"))
+    else:
+        arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+        if arr.ndim != 2:
+            raise ValueError(f"ratings: expected a 2-D matrix (NaN = unobserved), got shape {arr.shape}")
+        rows, cols = np.nonzero(~np.isnan(arr))
+        values, shape = arr[rows, cols], arr.shape
+    if len(values) == 0:
+        raise ValueError("ratings: no observed entries")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("ratings: values must be finite")
+    if rows.min() < 0 or cols.min() < 0 or rows.max() >= shape[0] or cols.max() >= shape[1]:
+        raise ValueError(f"ratings: indices outside the shape {shape}")
+    if rating_range is not None and ((values < rating_range[0]) | (values > rating_range[1])).any():
+        warnings.warn(f"ratings outside the declared range {rating_range}", stacklevel=2)
+    order = np.lexsort((cols, rows))  # row-major, for the CSR products
+    return RatingData(torch.as_tensor(rows[order], dtype=torch.int64, device=device),
+                      torch.as_tensor(cols[order], dtype=torch.int64, device=device),
+                      torch.as_tensor(values[order], dtype=dtype, device=device), (int(shape[0]), int(shape[1])), name)
+
+
+class GibbsState(NamedTuple):
+    """U (N, K), V (M, K), and the BPMF hyperparameters (mu_U (K,), Lambda_U (K, K), mu_V, Lambda_V); with the
+    fixed prior the hyperparameters stay at 0 and I / sigma^2."""
+
+    U: torch.Tensor
+    V: torch.Tensor
+    mu_U: torch.Tensor
+    Lambda_U: torch.Tensor
+    mu_V: torch.Tensor
+    Lambda_V: torch.Tensor
+
+
+def _gram_rhs(data: RatingData, side: str, F_other: torch.Tensor, resid: torch.Tensor):
+    """For every row i of the side being updated: sum_{j in Omega_i} f_j f_j^T (R, K, K) and
+    sum_j resid_ij f_j (R, K), with f the other side's factors. The outer products f_j f_j^T depend on j
+    only, so they are formed once per column (M, K^2) and summed by one sparse (R x M) product:
+    O(n K^2) work, no (n, K, K) temporary."""
+    s = data.csr_structure()
+    N, M = data.shape
+    K = F_other.shape[1]
+    if side == "U":
+        ptr, idx, vals, R, C = s["crow"], data.cols, resid, N, M
+    else:
+        ptr, idx, vals, R, C = s["ccol"], s["rows_t"], resid[s["perm"]], M, N
+    outer = (F_other[:, :, None] * F_other[:, None, :]).reshape(C, K * K)
+    gram = (torch.sparse_csr_tensor(ptr, idx, torch.ones_like(vals), (R, C)) @ outer).reshape(R, K, K)
+    rhs = torch.sparse_csr_tensor(ptr, idx, vals, (R, C)) @ F_other
+    return gram, rhs
+
+
+def _sample_gaussian_rows(P: torch.Tensor, b: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Draw x_i ~ N(P_i^-1 b_i, P_i^-1) for every row at once (batched Cholesky). P (R, K, K), b (R, K)."""
+    L = torch.linalg.cholesky(P)
+    mean = torch.cholesky_solve(b[..., None], L)[..., 0]
+    eps = torch.randn(b.shape, generator=generator, dtype=b.dtype)
+    return mean + torch.linalg.solve_triangular(L.transpose(-1, -2), eps[..., None], upper=True)[..., 0]
+
+
+@register_model
+@dataclass(frozen=True)
+class GaussianMF:
+    """Gaussian matrix factorisation (hyperparameters only).
+
+    Args:
+        K: factors. alpha: noise precision 1/sigma^2. prior: "bpmf" or "fixed".
+        sigma_U, sigma_V: prior sds of the fixed prior. beta0, w0: Normal-Wishart hyperprior (W0 = w0 I,
+        nu0 = K, mu0 = 0). center: subtract the training mean rating (global offset) before factorising.
+    """
+
+    K: int
+    alpha: float = 2.0
+    prior: str = "bpmf"
+    sigma_U: float = 1.0
+    sigma_V: float = 1.0
+    beta0: float = 2.0
+    w0: float = 1.0
+    center: bool = True
+
+    name = "gaussian-mf"
+    sites = ("U", "V")
+    dims = {"U": ("row", "factor"), "V": ("col", "factor")}
+
+    def __post_init__(self) -> None:
+        if isinstance(self.K, bool) or not isinstance(self.K, (int, np.integer)) or self.K < 1:
+            raise ValueError(f"K must be an integer >= 1, got {self.K!r}")
+        if self.prior not in ("bpmf", "fixed"):
+            raise ValueError(f"prior must be 'bpmf' or 'fixed', got {self.prior!r}")
+        for f in ("alpha", "sigma_U", "sigma_V", "beta0", "w0"):
+            v = getattr(self, f)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{f} must be a positive finite number, got {v!r}")
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"K": self.K, "alpha": self.alpha, "prior": self.prior, "sigma_U": self.sigma_U,
+                "sigma_V": self.sigma_V, "beta0": self.beta0, "w0": self.w0, "center": self.center}
+
+    def prepare(self, data: Any, *, dtype: torch.dtype = torch.float64, device: str = "cpu") -> RatingData:
+        return as_rating_data(data, dtype=dtype, device=device)
+
+    def offset(self, data: RatingData) -> float:
+        return float(data.values.mean()) if self.center else 0.0
+
+    # ------------------------------------------------------------------------------------------------
+    # Pyro model (fixed prior: the course's model; BPMF with the Normal-Wishart hyperpriors)
+
+    def model(self, data: RatingData) -> None:
+        N, M = data.shape
+        K, dt = self.K, data.dtype
+        eye = torch.eye(K, dtype=dt)
+        if self.prior == "fixed":
+            U = pyro.sample("U", dist.Normal(torch.zeros(N, K, dtype=dt), self.sigma_U).to_event(2))
+            V = pyro.sample("V", dist.Normal(torch.zeros(M, K, dtype=dt), self.sigma_V).to_event(2))
+        else:
+            nu0 = torch.tensor(float(K), dtype=dt)
+            factors = {}
+            for side, n in (("U", N), ("V", M)):
+                Lam = pyro.sample(f"Lambda_{side}", dist.Wishart(nu0, covariance_matrix=self.w0 * eye))
+                mu = pyro.sample(f"mu_{side}", dist.MultivariateNormal(torch.zeros(K, dtype=dt),
+                                                                       precision_matrix=self.beta0 * Lam))
+                with pyro.plate(f"{side}_rows", n):
+                    factors[side] = pyro.sample(side, dist.MultivariateNormal(mu, precision_matrix=Lam))
+            U, V = factors["U"], factors["V"]
+        pred = self.offset(data) + (U[data.rows] * V[data.cols]).sum(-1)
+        with pyro.plate("ratings", len(data)):
+            pyro.sample("r", dist.Normal(pred, 1.0 / math.sqrt(self.alpha)), obs=data.values)
+
+    # ------------------------------------------------------------------------------------------------
+    # Conditionals (eqs. 1-2)
+
+    def row_conditional(self, data: RatingData, F_other: torch.Tensor, mu: torch.Tensor, Lam: torch.Tensor,
+                        side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Precision P (R, K, K) and linear term b (R, K) of the Gaussian conditional of every row of U
+        (side="U") or V (side="V"): eq. 1, mean = P^-1 b."""
+        gram, rhs = _gram_rhs(data, side, F_other, data.values - self.offset(data))
+        P = Lam[None] + self.alpha * gram
+        b = self.alpha * rhs + (Lam @ mu)[None]
+        return P, b
+
+    def hyper_conditional(self, F: torch.Tensor):
+        """Normal-Wishart parameters (mu*, beta*, W*, nu*) of (mu, Lambda) | F (eq. 2). F (R, K)."""
+        R, K = F.shape
+        fbar = F.mean(0)
+        S = (F - fbar).T @ (F - fbar) / R
+        beta, nu = self.beta0 + R, K + R
+        W_inv = torch.eye(K, dtype=F.dtype) / self.w0 + R * S + self.beta0 * R / beta * torch.outer(fbar, fbar)
+        W = torch.linalg.inv(W_inv)
+        return R * fbar / beta, beta, 0.5 * (W + W.T), nu
+
+    def _fixed_hyper(self, sigma: float, dt) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(self.K, dtype=dt), torch.eye(self.K, dtype=dt) / sigma ** 2
+
+    # ------------------------------------------------------------------------------------------------
+    # Gibbs
+
+    def gibbs_init(self, data: RatingData, generator: torch.Generator) -> GibbsState:
+        N, M = data.shape
+        dt = data.dtype
+        U = 0.1 * torch.randn(N, self.K, generator=generator, dtype=dt)
+        V = 0.1 * torch.randn(M, self.K, generator=generator, dtype=dt)
+        mu_U, Lam_U = self._fixed_hyper(self.sigma_U, dt)
+        mu_V, Lam_V = self._fixed_hyper(self.sigma_V, dt)
+        return GibbsState(U, V, mu_U, Lam_U, mu_V, Lam_V)
+
+    def _sample_hyper(self, F: torch.Tensor, generator: torch.Generator):
+        m, beta, W, nu = self.hyper_conditional(F)
+        Lam = sample_wishart(W[None], torch.tensor([float(nu)], dtype=F.dtype), generator)[0]
+        L = torch.linalg.cholesky(beta * Lam)
+        eps = torch.randn(self.K, generator=generator, dtype=F.dtype)
+        return m + torch.linalg.solve_triangular(L.T, eps[:, None], upper=True)[:, 0], Lam
+
+    def gibbs_sweep(self, data: RatingData, state: GibbsState, generator: torch.Generator) -> GibbsState:
+        """BPMF: (mu_U, Lambda_U) | U; U | V, hyper; (mu_V, Lambda_V) | V; V | U, hyper. Fixed prior: U, V only."""
+        U, V, mu_U, Lam_U, mu_V, Lam_V = state
+        if self.prior == "bpmf":
+            mu_U, Lam_U = self._sample_hyper(U, generator)                                   # eq. 2
+        U = _sample_gaussian_rows(*self.row_conditional(data, V, mu_U, Lam_U, "U"), generator)  # eq. 1
+        if self.prior == "bpmf":
+            mu_V, Lam_V = self._sample_hyper(V, generator)
+        V = _sample_gaussian_rows(*self.row_conditional(data, U, mu_V, Lam_V, "V"), generator)
+        return GibbsState(U, V, mu_U, Lam_U, mu_V, Lam_V)
+
+    def log_joint(self, data: RatingData, U, V, mu_U=None, Lambda_U=None, mu_V=None, Lambda_V=None) -> torch.Tensor:
+        """log p(U, V, [hyper], R) with every constant; batched over leading dims of U."""
+        if U.dim() > 2:
+            lead = U.shape[:-2]
+            args = [U, V] + ([mu_U, Lambda_U, mu_V, Lambda_V] if self.prior == "bpmf" else [])
+            flat = [a.reshape(-1, *a.shape[len(lead):]) for a in args]
+            return torch.stack([self.log_joint(data, *v) for v in zip(*flat)]).reshape(lead)
+        dt = U.dtype
+        pred = self.offset(data) + (U[data.rows] * V[data.cols]).sum(-1)
+        lik = dist.Normal(pred, 1.0 / math.sqrt(self.alpha)).log_prob(data.values).sum()
+        if self.prior == "fixed":
+            zero = torch.zeros((), dtype=dt)  # float64 parameters (python floats would make float32 ones)
+            return (lik + dist.Normal(zero, self.sigma_U).log_prob(U).sum()
+                    + dist.Normal(zero, self.sigma_V).log_prob(V).sum())
+        lp = lik
+        for F, mu, Lam in ((U, mu_U, Lambda_U), (V, mu_V, Lambda_V)):
+            logdet = torch.logdet(Lam)
+            K, nu = self.K, float(self.K)  # Wishart(W0 = w0 I, nu0 = K) log density, written out
+            lp = lp + ((nu - K - 1) / 2 * logdet - torch.diagonal(Lam).sum() / (2 * self.w0) - nu * K / 2 * math.log(2)
+                       - nu * K / 2 * math.log(self.w0) - torch.mvlgamma(torch.tensor(nu / 2, dtype=dt), K))
+            lp = lp + 0.5 * (self.K * math.log(self.beta0) + logdet - self.K * LOG_2PI - self.beta0 * mu @ Lam @ mu)
+            D = F - mu
+            lp = lp + 0.5 * (F.shape[0] * (logdet - self.K * LOG_2PI) - ((D @ Lam) * D).sum())
+        return lp
+
+    # ------------------------------------------------------------------------------------------------
+    # Identifiable quantities
+
+    invariant_dims = {"pred": ("cell",), "log_joint": ()}
+
+    def invariant_cells(self, data: RatingData, max_cells: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+        """Observed cells whose predictions are tracked (the first max_cells of a fixed permutation)."""
+        pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:max_cells]
+        return data.rows[pick], data.cols[pick]
+
+    def invariants(self, data: RatingData, U, V, **hyper) -> dict[str, torch.Tensor]:
+        r, c = self.invariant_cells(data)
+        pred = self.offset(data) + (U[..., r, :] * V[..., c, :]).sum(-1)
+        args = [hyper[k] for k in ("mu_U", "Lambda_U", "mu_V", "Lambda_V")] if self.prior == "bpmf" else []
+        return {"pred": pred, "log_joint": self.log_joint(data, U, V, *args)}
+
+    def coords(self, data: RatingData) -> dict[str, np.ndarray]:
+        r, c = self.invariant_cells(data)
+        return {"row": np.arange(data.shape[0]), "col": np.arange(data.shape[1]), "factor": np.arange(self.K),
+                "cell": np.array([f"{i}:{j}" for i, j in zip(r.tolist(), c.tolist())])}
+
+
+def predict(model: GaussianMF, train: RatingData, result: Any, rows, cols, *, clip: tuple[float, float] | None = None,
+            chunk: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior predictive mean and sd of u_i . v_j (+ offset) at the given cells, over all draws.
+
+    The sd is that of the predicted mean rating across posterior draws (not including the noise 1/alpha).
+    ``clip`` clamps each draw's prediction to a rating range before averaging."""
+    U = torch.as_tensor(np.asarray(result.posterior["U"])).flatten(0, 1)
+    V = torch.as_tensor(np.asarray(result.posterior["V"])).flatten(0, 1)
+    rows, cols = torch.as_tensor(np.asarray(rows)), torch.as_tensor(np.asarray(cols))
+    s1 = torch.zeros(len(rows), dtype=torch.float64)
+    s2 = torch.zeros(len(rows), dtype=torch.float64)
+    off = model.offset(train)
+    for start in range(0, len(U), chunk):
+        p = off + (U[start:start + chunk, rows] * V[start:start + chunk, cols]).sum(-1)
+        if clip is not None:
+            p = p.clamp(*clip)
+        s1 += p.sum(0)
+        s2 += (p ** 2).sum(0)
+    S = len(U)
+    mean = s1 / S
+    return mean.numpy(), torch.sqrt((s2 / S - mean ** 2).clamp_min(0)).numpy()
