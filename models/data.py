@@ -11,7 +11,23 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CountMatrix", "as_count_matrix"]
+__all__ = ["CountMatrix", "as_count_matrix", "csr_index"]
+
+
+def csr_index(rows: torch.Tensor, cols: torch.Tensor, shape: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Index arrays for sparse products over entries sorted row-major.
+
+    Returns ``crow`` (N+1,) CSR row pointers; ``ccol`` (M+1,) pointers of the transposed (column-major)
+    layout; ``perm`` (nnz,) the permutation from row-major to column-major order; ``rows_t`` (nnz,) the row
+    indices in column-major order.
+    """
+    N, M = shape
+    crow = torch.zeros(N + 1, dtype=torch.int64, device=rows.device)
+    crow[1:] = torch.bincount(rows, minlength=N).cumsum(0)
+    perm = torch.argsort(cols * N + rows)
+    ccol = torch.zeros(M + 1, dtype=torch.int64, device=rows.device)
+    ccol[1:] = torch.bincount(cols, minlength=M).cumsum(0)
+    return {"crow": crow, "ccol": ccol, "perm": perm, "rows_t": rows[perm].contiguous()}
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,20 +75,9 @@ class CountMatrix:
         return self.values.device
 
     def csr_structure(self) -> dict[str, torch.Tensor]:
-        """Index arrays for sparse products, computed once per matrix.
-
-        Returns a dict with ``crow`` (N+1,) CSR row pointers; ``ccol`` (M+1,) pointers of the
-        transposed (column-major) layout; ``perm`` (nnz,) the permutation from row-major to
-        column-major order; ``rows_t`` (nnz,) the row indices in column-major order.
-        """
+        """Index arrays for sparse products (see :func:`csr_index`), computed once per matrix."""
         if "crow" not in self._csr:
-            N, M = self.shape
-            crow = torch.zeros(N + 1, dtype=torch.int64, device=self.device)
-            crow[1:] = torch.bincount(self.rows, minlength=N).cumsum(0)
-            perm = torch.argsort(self.cols * N + self.rows)
-            ccol = torch.zeros(M + 1, dtype=torch.int64, device=self.device)
-            ccol[1:] = torch.bincount(self.cols, minlength=M).cumsum(0)
-            self._csr.update(crow=crow, ccol=ccol, perm=perm, rows_t=self.rows[perm].contiguous())
+            self._csr.update(csr_index(self.rows, self.cols, self.shape))
         return self._csr
 
     def log_factorial_sum(self) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 
 from inference.results import register_model
 from models.bayes_gmm_full import sample_wishart
+from models.data import csr_index
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
@@ -50,15 +51,9 @@ class RatingData:
     _csr: dict = field(default_factory=dict, repr=False, compare=False)
 
     def csr_structure(self) -> dict[str, torch.Tensor]:
-        """CSR pointers of the (row-major sorted) ratings and of their transpose, computed once."""
+        """CSR pointers of the (row-major sorted) ratings and of their transpose (models.data.csr_index)."""
         if not self._csr:
-            N, M = self.shape
-            crow = torch.zeros(N + 1, dtype=torch.int64)
-            crow[1:] = torch.bincount(self.rows, minlength=N).cumsum(0)
-            perm = torch.argsort(self.cols * N + self.rows)
-            ccol = torch.zeros(M + 1, dtype=torch.int64)
-            ccol[1:] = torch.bincount(self.cols, minlength=M).cumsum(0)
-            self._csr.update(crow=crow, ccol=ccol, perm=perm, rows_t=self.rows[perm].contiguous())
+            self._csr.update(csr_index(self.rows, self.cols, self.shape))
         return self._csr
 
     @property
