@@ -29,6 +29,7 @@ import torch
 
 from inference.results import register_model
 from models.bayes_gmm_full import sample_wishart
+from models.conjugate import sample_gamma
 from models.data import csr_index
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
@@ -104,8 +105,9 @@ def as_rating_data(x: Any, *, shape: tuple[int, int] | None = None, dtype: torch
 
 
 class GibbsState(NamedTuple):
-    """U (N, K), V (M, K), and the BPMF hyperparameters (mu_U (K,), Lambda_U (K, K), mu_V, Lambda_V); with the
-    fixed prior the hyperparameters stay at 0 and I / sigma^2."""
+    """U (N, K), V (M, K), the BPMF hyperparameters (mu_U (K,), Lambda_U (K, K), mu_V, Lambda_V) and the noise
+    precision alpha (); with the fixed prior the hyperparameters stay at 0 and I / sigma^2, and alpha stays
+    fixed without a noise prior."""
 
     U: torch.Tensor
     V: torch.Tensor
@@ -113,6 +115,7 @@ class GibbsState(NamedTuple):
     Lambda_U: torch.Tensor
     mu_V: torch.Tensor
     Lambda_V: torch.Tensor
+    alpha: torch.Tensor
 
 
 def _gram_rhs(data: RatingData, side: str, F_other: torch.Tensor, resid: torch.Tensor):
@@ -147,7 +150,9 @@ class GaussianMF:
     """Gaussian matrix factorisation (hyperparameters only).
 
     Args:
-        K: factors. alpha: noise precision 1/sigma^2. prior: "bpmf" or "fixed".
+        K: factors. alpha: noise precision 1/sigma^2 (the starting value when ``noise_prior`` is set).
+        prior: "bpmf" or "fixed". noise_prior: (a, b) puts alpha ~ Ga(a, b) (shape, rate) and samples it:
+        alpha | . ~ Ga(a + n/2, b + SSE/2) (eq. 3).
         sigma_U, sigma_V: prior sds of the fixed prior. beta0, w0: Normal-Wishart hyperprior (W0 = w0 I,
         nu0 = K, mu0 = 0). center: subtract the training mean rating (global offset) before factorising.
     """
@@ -160,6 +165,7 @@ class GaussianMF:
     beta0: float = 2.0
     w0: float = 1.0
     center: bool = True
+    noise_prior: tuple[float, float] | None = None
 
     name = "gaussian-mf"
     sites = ("U", "V")
@@ -170,6 +176,10 @@ class GaussianMF:
             raise ValueError(f"K must be an integer >= 1, got {self.K!r}")
         if self.prior not in ("bpmf", "fixed"):
             raise ValueError(f"prior must be 'bpmf' or 'fixed', got {self.prior!r}")
+        if self.noise_prior is not None:
+            if (len(self.noise_prior) != 2 or not all(isinstance(v, (int, float)) and v > 0 for v in self.noise_prior)):
+                raise ValueError(f"noise_prior must be (shape, rate) with both > 0, got {self.noise_prior!r}")
+            object.__setattr__(self, "noise_prior", tuple(float(v) for v in self.noise_prior))
         for f in ("alpha", "sigma_U", "sigma_V", "beta0", "w0"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
@@ -177,7 +187,8 @@ class GaussianMF:
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"K": self.K, "alpha": self.alpha, "prior": self.prior, "sigma_U": self.sigma_U,
-                "sigma_V": self.sigma_V, "beta0": self.beta0, "w0": self.w0, "center": self.center}
+                "sigma_V": self.sigma_V, "beta0": self.beta0, "w0": self.w0, "center": self.center,
+                "noise_prior": list(self.noise_prior) if self.noise_prior else None}
 
     def prepare(self, data: Any, *, dtype: torch.dtype = torch.float64, device: str = "cpu") -> RatingData:
         return as_rating_data(data, dtype=dtype, device=device)
@@ -205,20 +216,26 @@ class GaussianMF:
                 with pyro.plate(f"{side}_rows", n):
                     factors[side] = pyro.sample(side, dist.MultivariateNormal(mu, precision_matrix=Lam))
             U, V = factors["U"], factors["V"]
+        if self.noise_prior is not None:
+            alpha = pyro.sample("alpha", dist.Gamma(torch.tensor(self.noise_prior[0], dtype=dt),
+                                                    torch.tensor(self.noise_prior[1], dtype=dt)))
+        else:
+            alpha = torch.tensor(self.alpha, dtype=dt)
         pred = self.offset(data) + (U[data.rows] * V[data.cols]).sum(-1)
         with pyro.plate("ratings", len(data)):
-            pyro.sample("r", dist.Normal(pred, 1.0 / math.sqrt(self.alpha)), obs=data.values)
+            pyro.sample("r", dist.Normal(pred, 1.0 / torch.sqrt(alpha)), obs=data.values)
 
     # ------------------------------------------------------------------------------------------------
     # Conditionals (eqs. 1-2)
 
     def row_conditional(self, data: RatingData, F_other: torch.Tensor, mu: torch.Tensor, Lam: torch.Tensor,
-                        side: str) -> tuple[torch.Tensor, torch.Tensor]:
+                        side: str, alpha: float | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Precision P (R, K, K) and linear term b (R, K) of the Gaussian conditional of every row of U
         (side="U") or V (side="V"): eq. 1, mean = P^-1 b."""
+        alpha = self.alpha if alpha is None else alpha
         gram, rhs = _gram_rhs(data, side, F_other, data.values - self.offset(data))
-        P = Lam[None] + self.alpha * gram
-        b = self.alpha * rhs + (Lam @ mu)[None]
+        P = Lam[None] + alpha * gram
+        b = alpha * rhs + (Lam @ mu)[None]
         return P, b
 
     def hyper_conditional(self, F: torch.Tensor):
@@ -244,7 +261,7 @@ class GaussianMF:
         V = 0.1 * torch.randn(M, self.K, generator=generator, dtype=dt)
         mu_U, Lam_U = self._fixed_hyper(self.sigma_U, dt)
         mu_V, Lam_V = self._fixed_hyper(self.sigma_V, dt)
-        return GibbsState(U, V, mu_U, Lam_U, mu_V, Lam_V)
+        return GibbsState(U, V, mu_U, Lam_U, mu_V, Lam_V, torch.tensor(self.alpha, dtype=dt))
 
     def _sample_hyper(self, F: torch.Tensor, generator: torch.Generator):
         m, beta, W, nu = self.hyper_conditional(F)
@@ -254,26 +271,46 @@ class GaussianMF:
         return m + torch.linalg.solve_triangular(L.T, eps[:, None], upper=True)[:, 0], Lam
 
     def gibbs_sweep(self, data: RatingData, state: GibbsState, generator: torch.Generator) -> GibbsState:
-        """BPMF: (mu_U, Lambda_U) | U; U | V, hyper; (mu_V, Lambda_V) | V; V | U, hyper. Fixed prior: U, V only."""
-        U, V, mu_U, Lam_U, mu_V, Lam_V = state
+        """BPMF: (mu_U, Lambda_U) | U; U | V, hyper; (mu_V, Lambda_V) | V; V | U, hyper; then alpha | rest when
+        it has a prior. Fixed prior: U, V (and alpha) only."""
+        U, V, mu_U, Lam_U, mu_V, Lam_V, alpha = state
         if self.prior == "bpmf":
             mu_U, Lam_U = self._sample_hyper(U, generator)                                   # eq. 2
-        U = _sample_gaussian_rows(*self.row_conditional(data, V, mu_U, Lam_U, "U"), generator)  # eq. 1
+        U = _sample_gaussian_rows(*self.row_conditional(data, V, mu_U, Lam_U, "U", alpha), generator)  # eq. 1
         if self.prior == "bpmf":
             mu_V, Lam_V = self._sample_hyper(V, generator)
-        V = _sample_gaussian_rows(*self.row_conditional(data, U, mu_V, Lam_V, "V"), generator)
-        return GibbsState(U, V, mu_U, Lam_U, mu_V, Lam_V)
+        V = _sample_gaussian_rows(*self.row_conditional(data, U, mu_V, Lam_V, "V", alpha), generator)
+        if self.noise_prior is not None:                                                      # eq. 3
+            a, b = self.noise_conditional(data, U, V)
+            alpha = sample_gamma(a, b, generator)
+        return GibbsState(U, V, mu_U, Lam_U, mu_V, Lam_V, alpha)
 
-    def log_joint(self, data: RatingData, U, V, mu_U=None, Lambda_U=None, mu_V=None, Lambda_V=None) -> torch.Tensor:
-        """log p(U, V, [hyper], R) with every constant; batched over leading dims of U."""
+    def noise_conditional(self, data: RatingData, U: torch.Tensor, V: torch.Tensor):
+        """Ga(a + n/2, b + SSE/2) of alpha | U, V, R (eq. 3)."""
+        resid = data.values - self.offset(data) - (U[data.rows] * V[data.cols]).sum(-1)
+        a, b = self.noise_prior
+        return (torch.tensor(a + 0.5 * len(data), dtype=U.dtype), b + 0.5 * (resid ** 2).sum())
+
+    def log_joint(self, data: RatingData, U, V, mu_U=None, Lambda_U=None, mu_V=None, Lambda_V=None,
+                  alpha=None) -> torch.Tensor:
+        """log p(U, V, [hyper], [alpha], R) with every constant; batched over leading dims of U."""
         if U.dim() > 2:
             lead = U.shape[:-2]
-            args = [U, V] + ([mu_U, Lambda_U, mu_V, Lambda_V] if self.prior == "bpmf" else [])
-            flat = [a.reshape(-1, *a.shape[len(lead):]) for a in args]
+            hyper = [mu_U, Lambda_U, mu_V, Lambda_V] if self.prior == "bpmf" else [None] * 4
+            noise = [alpha] if self.noise_prior is not None else [None]
+            args = [U, V] + hyper + noise
+            flat = [a.reshape(-1, *a.shape[len(lead):]) if a is not None else [None] * int(np.prod(lead))
+                    for a in args]
             return torch.stack([self.log_joint(data, *v) for v in zip(*flat)]).reshape(lead)
         dt = U.dtype
         pred = self.offset(data) + (U[data.rows] * V[data.cols]).sum(-1)
-        lik = dist.Normal(pred, 1.0 / math.sqrt(self.alpha)).log_prob(data.values).sum()
+        if self.noise_prior is not None:
+            alpha = torch.as_tensor(alpha, dtype=dt)
+            noise_lp = dist.Gamma(torch.tensor(self.noise_prior[0], dtype=dt),
+                                  torch.tensor(self.noise_prior[1], dtype=dt)).log_prob(alpha)
+        else:
+            alpha, noise_lp = torch.tensor(self.alpha, dtype=dt), 0.0
+        lik = dist.Normal(pred, 1.0 / torch.sqrt(alpha)).log_prob(data.values).sum() + noise_lp
         if self.prior == "fixed":
             zero = torch.zeros((), dtype=dt)  # float64 parameters (python floats would make float32 ones)
             return (lik + dist.Normal(zero, self.sigma_U).log_prob(U).sum()
@@ -302,7 +339,7 @@ class GaussianMF:
     def invariants(self, data: RatingData, U, V, **hyper) -> dict[str, torch.Tensor]:
         r, c = self.invariant_cells(data)
         pred = self.offset(data) + (U[..., r, :] * V[..., c, :]).sum(-1)
-        args = [hyper[k] for k in ("mu_U", "Lambda_U", "mu_V", "Lambda_V")] if self.prior == "bpmf" else []
+        args = [hyper.get(k) for k in ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "alpha")]
         return {"pred": pred, "log_joint": self.log_joint(data, U, V, *args)}
 
     def coords(self, data: RatingData) -> dict[str, np.ndarray]:

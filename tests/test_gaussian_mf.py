@@ -27,9 +27,9 @@ def pyro_lp(model, data, **values):
     return poutine.trace(poutine.condition(model.model, data=values)).get_trace(data).log_prob_sum()
 
 
-@pytest.mark.parametrize("prior", ["fixed", "bpmf"])
-def test_log_joint_matches_pyro(prior):
-    model = GaussianMF(K=3, prior=prior, alpha=1.5, sigma_U=0.7)
+@pytest.mark.parametrize("prior,noise", [("fixed", None), ("bpmf", None), ("bpmf", (2.0, 1.5)), ("fixed", (3.0, 2.0))])
+def test_log_joint_matches_pyro(prior, noise):
+    model = GaussianMF(K=3, prior=prior, alpha=1.5, sigma_U=0.7, noise_prior=noise)
     data = ratings()
     g = torch.Generator().manual_seed(1)
     s = model.gibbs_init(data, g)
@@ -38,6 +38,8 @@ def test_log_joint_matches_pyro(prior):
     values = {"U": s.U, "V": s.V}
     if prior == "bpmf":
         values.update(mu_U=s.mu_U, Lambda_U=s.Lambda_U, mu_V=s.mu_V, Lambda_V=s.Lambda_V)
+    if noise is not None:
+        values["alpha"] = s.alpha
     torch.testing.assert_close(model.log_joint(data, *s), pyro_lp(model, data, **values), rtol=1e-12, atol=1e-9)
 
 
@@ -88,6 +90,24 @@ def test_normal_wishart_conditional_eq2_vs_pyro():
         diffs.append(lp - closed)
     d = torch.stack(diffs)
     assert float(d.max() - d.min()) < 1e-9 * float(d.abs().max())
+
+
+def test_noise_precision_conditional_eq3_vs_pyro():
+    model = GaussianMF(K=2, prior="fixed", noise_prior=(2.0, 1.0))
+    data = ratings()
+    g = torch.Generator().manual_seed(6)
+    U = torch.randn(data.shape[0], 2, generator=g, dtype=torch.float64)
+    V = torch.randn(data.shape[1], 2, generator=g, dtype=torch.float64)
+    a, b = model.noise_conditional(data, U, V)
+    diffs, bad = [], []
+    for alpha in (0.3, 1.0, 2.5, 7.0):
+        alpha = torch.tensor(alpha, dtype=torch.float64)
+        lp = pyro_lp(model, data, U=U, V=V, alpha=alpha)
+        diffs.append(lp - td.Gamma(a, b).log_prob(alpha))
+        bad.append(lp - td.Gamma(a, b - 1.0).log_prob(alpha))  # negative control: prior rate dropped
+    d, w = torch.stack(diffs), torch.stack(bad)
+    assert float(d.max() - d.min()) < 1e-9 * float(d.abs().max())
+    assert float(w.max() - w.min()) > 1e-3
 
 
 def test_sparse_gram_matches_loops():
