@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from inference import METHODS
+from inference.plots import save_figure
 from inference.results import InferenceResult, ess
 
 __all__ = ["compare", "Comparison", "DEFAULT_SETTINGS", "REFERENCE_ORDER"]
@@ -127,14 +128,6 @@ def _atomic(path: Path, text: str) -> Path:
     return path
 
 
-def _savefig(fig, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
-
-
 def _write(comp: Comparison, out: Path, model: Any, inv: str) -> list[Path]:
     import matplotlib
 
@@ -175,7 +168,7 @@ def _write(comp: Comparison, out: Path, model: Any, inv: str) -> list[Path]:
             ax.set_ylim(lo - pad, hi + pad)
         if ax.lines:
             ax.legend(fontsize=7)
-    files.append(_savefig(fig, out / "traces.png"))
+    files.append(save_figure(fig, out / "traces.png"))
     plt.close(fig)
     ref = comp.results[comp.reference].posterior[inv].mean((0, 1))
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -188,7 +181,7 @@ def _write(comp: Comparison, out: Path, model: Any, inv: str) -> list[Path]:
            title="agreement with the reference method")
     if len(comp.results) > 1:
         ax.legend()
-    files.append(_savefig(fig, out / "agreement.png"))
+    files.append(save_figure(fig, out / "agreement.png"))
     plt.close(fig)
     for name, res in comp.results.items():
         files.append(res.save(out / f"{name}.nc"))
