@@ -1,0 +1,98 @@
+"""What users do with a fitted Poisson MF: expected rates, recommendations, and the course's "genres".
+
+Every function takes an InferenceResult of any method (variational or sampler).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.data import CountMatrix
+
+__all__ = ["expected_rates", "expected_total_rate", "recommend", "factor_top_items"]
+
+
+def _draws(result: Any, name: str) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(result.posterior[name]))
+
+
+def expected_rates(result: Any, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Posterior mean E[theta_n . eta_m] at the given cells (C,).
+
+    Variational results (q(theta) q(eta) independent): E[theta_n] . E[eta_m] exactly. Samplers: the mean
+    over all chains and draws of theta_n . eta_m (never of theta and eta separately: label switching).
+    """
+    rows, cols = torch.as_tensor(rows).cpu(), torch.as_tensor(cols).cpu()
+    if result.variational is not None:
+        theta, eta = torch.as_tensor(result.point["theta"]), torch.as_tensor(result.point["eta"])
+        return (theta[rows] * eta[cols]).sum(-1)
+    theta, eta = _draws(result, "theta"), _draws(result, "eta")
+    return (theta[..., rows, :] * eta[..., cols, :]).sum(-1).mean((0, 1))
+
+
+def expected_total_rate(result: Any) -> float:
+    """Posterior mean of sum_nm theta_n . eta_m."""
+    if result.variational is not None:
+        theta, eta = torch.as_tensor(result.point["theta"]), torch.as_tensor(result.point["eta"])
+        return float((theta.sum(0) * eta.sum(0)).sum())
+    return float((_draws(result, "theta").sum(-2) * _draws(result, "eta").sum(-2)).sum(-1).mean())
+
+
+def recommend(result: Any, user: Any, n: int = 10, exclude_seen: bool = True, *,
+              data: CountMatrix | None = None):
+    """Top-n items for one user by posterior mean rate E[theta_user . eta_m].
+
+    Args:
+        result: an InferenceResult of PoissonMF (any method).
+        user: a row label (e.g. LastFM UserID 349); plain row indices when the data have no labels.
+        exclude_seen: drop items the user already has a count for (needs the data: ``result.data`` or
+            ``data``).
+
+    Returns:
+        pandas DataFrame with columns item (label), name, expected_rate, seen, ranked best first.
+    """
+    import pandas as pd
+
+    data = data if data is not None else result.data
+    rows = np.asarray(result.coords["row"])
+    hits = np.flatnonzero(rows == user)
+    if hits.size == 0:
+        raise ValueError(f"user {user!r} is not a row label of this result (labels {rows[:3].tolist()}...)")
+    n_idx = int(hits[0])
+    M = len(result.coords["col"])
+    rates = expected_rates(result, torch.full((M,), n_idx), torch.arange(M)).numpy()
+    seen = np.zeros(M, dtype=bool)
+    if exclude_seen:
+        if data is None:
+            raise ValueError("exclude_seen=True needs the data: pass data=... (a loaded result does not keep it)")
+        seen[data.cols[data.rows == n_idx].cpu().numpy()] = True
+    names = data.col_names if data is not None and data.col_names is not None else np.asarray(result.coords["col"])
+    order = [m for m in np.argsort(-rates) if not (exclude_seen and seen[m])][:n]
+    return pd.DataFrame({"item": np.asarray(result.coords["col"])[order], "name": np.asarray(names)[order],
+                         "expected_rate": rates[order], "seen": seen[order]})
+
+
+def factor_top_items(result: Any, n: int = 10, *, data: CountMatrix | None = None, num_factors: int | None = None):
+    """The course's "genres": for each factor k, ordered by total loading sum_n E[theta_nk] (largest
+    first), the n items with the largest E[eta_mk].
+
+    For samplers, means of chain 0 are used (factors are only meaningful within one chain).
+
+    Returns:
+        pandas DataFrame with columns factor, loading, rank, item, name, weight.
+    """
+    import pandas as pd
+
+    data = data if data is not None else result.data
+    theta, eta = np.asarray(result.point["theta"]), np.asarray(result.point["eta"])
+    loading = theta.sum(0)
+    names = data.col_names if data is not None and data.col_names is not None else np.asarray(result.coords["col"])
+    records = []
+    for k in np.argsort(-loading)[: num_factors or len(loading)]:
+        for rank, m in enumerate(np.argsort(-eta[:, k])[:n]):
+            records.append({"factor": int(k), "loading": float(loading[k]), "rank": rank + 1,
+                            "item": np.asarray(result.coords["col"])[m], "name": names[m], "weight": float(eta[m, k])})
+    return pd.DataFrame(records)
