@@ -118,6 +118,21 @@ class GibbsState(NamedTuple):
     alpha: torch.Tensor
 
 
+class VBState(NamedTuple):
+    """Mean-field Gaussian q: U_mean (N, K), U_cov (N, K, K), V_mean (M, K), V_cov (M, K, K)."""
+
+    U_mean: torch.Tensor
+    U_cov: torch.Tensor
+    V_mean: torch.Tensor
+    V_cov: torch.Tensor
+
+
+class _VBCavi(NamedTuple):
+    """What the CAVI driver carries: ``params`` (a VBState)."""
+
+    params: VBState
+
+
 def _gram_rhs(data: RatingData, side: str, F_other: torch.Tensor, resid: torch.Tensor):
     """For every row i of the side being updated: sum_{j in Omega_i} f_j f_j^T (R, K, K) and
     sum_j resid_ij f_j (R, K), with f the other side's factors. The outer products f_j f_j^T depend on j
@@ -325,6 +340,97 @@ class GaussianMF:
             D = F - mu
             lp = lp + 0.5 * (F.shape[0] * (logdet - self.K * LOG_2PI) - ((D @ Lam) * D).sum())
         return lp
+
+    # ------------------------------------------------------------------------------------------------
+    # CAVI (variational Bayesian MF, Lim & Teh 2007 style; fixed prior and fixed noise precision)
+    #   q(u_i) = N(ubar_i, Phi_i), q(v_j) = N(vbar_j, Psi_j), full K x K covariances per row.
+    #   Phi_i^-1 = Lambda_U + alpha sum_{j in Omega_i} (vbar_j vbar_j^T + Psi_j),
+    #   ubar_i = Phi_i (alpha sum_j (r_ij - offset) vbar_j + Lambda_U mu_U); V symmetric.               (eq. 4)
+    #   ELBO = sum_Omega E[log N(r_ij; offset + u_i . v_j, 1/alpha)] - KL(q(U) || p(U)) - KL(q(V) || p(V)),
+    #   E[(r - u.v)^2] = (r - ubar.vbar)^2 + ubar^T Psi_j ubar + vbar^T Phi_i vbar + tr(Phi_i Psi_j).      (eq. 5)
+
+    def _check_cavi(self) -> None:
+        if self.prior != "fixed" or self.noise_prior is not None:
+            raise ValueError("CAVI is implemented for prior='fixed' with a fixed noise precision (the course's "
+                             "model); use Gibbs for BPMF or a noise prior")
+
+    def cavi_init(self, data: RatingData, generator: torch.Generator, init: str = "default") -> _VBCavi:
+        self._check_cavi()
+        if init != "default":
+            raise ValueError(f"init must be 'default', got {init!r}")
+        N, M = data.shape
+        dt = data.dtype
+        eye = torch.eye(self.K, dtype=dt)
+        return _VBCavi(VBState(0.1 * torch.randn(N, self.K, generator=generator, dtype=dt),
+                               0.01 * eye.expand(N, -1, -1).clone(),
+                               0.1 * torch.randn(M, self.K, generator=generator, dtype=dt),
+                               0.01 * eye.expand(M, -1, -1).clone()))
+
+    def _second_moments(self, data: RatingData, side: str, mean: torch.Tensor, cov: torch.Tensor):
+        """sum over the rated partners of E[f f^T] = fbar fbar^T + C, and of fbar (r - offset)."""
+        K = self.K
+        gram, rhs = _gram_rhs(data, side, mean, data.values - self.offset(data))
+        other = data.shape[1] if side == "U" else data.shape[0]
+        s = data.csr_structure()
+        ptr, idx, R = (s["crow"], data.cols, data.shape[0]) if side == "U" else (s["ccol"], s["rows_t"], data.shape[1])
+        ones = torch.ones(len(data), dtype=mean.dtype)
+        cov_sum = (torch.sparse_csr_tensor(ptr, idx, ones, (R, other)) @ cov.reshape(other, K * K)).reshape(R, K, K)
+        return gram, cov_sum, rhs
+
+    def _update_side(self, data: RatingData, side: str, other_mean, other_cov, sigma):
+        """eq. 4 for every row of one side: returns (means (R, K), covariances (R, K, K))."""
+        gram, cov_sum, rhs = self._second_moments(data, side, other_mean, other_cov)
+        P = torch.eye(self.K, dtype=other_mean.dtype)[None] / sigma ** 2 + self.alpha * (gram + cov_sum)
+        L = torch.linalg.cholesky(P)
+        cov = torch.cholesky_inverse(L)
+        return (cov @ (self.alpha * rhs)[..., None])[..., 0], cov
+
+    def vb_elbo(self, data: RatingData, st: VBState) -> torch.Tensor:
+        """The full ELBO (eq. 5), every constant included."""
+        K = self.K
+        u, v = st.U_mean[data.rows], st.V_mean[data.cols]
+        r = data.values - self.offset(data)
+        # sum_Omega [ubar_i^T Psi_j ubar_i + vbar_j^T Phi_i vbar_j + tr(Phi_i Psi_j)], through per-row sums
+        # vv_sum (N, K, K) = sum_{j in Omega_i} vbar_j vbar_j^T, psi_sum = sum_{j in Omega_i} Psi_j
+        vv_sum, psi_sum, _ = self._second_moments(data, "U", st.V_mean, st.V_cov)
+        quad = (torch.einsum("ni,nij,nj->", st.U_mean, psi_sum, st.U_mean)
+                + (st.U_cov * (vv_sum + psi_sum)).sum())
+        sq = ((r - (u * v).sum(-1)) ** 2).sum() + quad
+        n = len(data)
+        lik = 0.5 * n * (math.log(self.alpha) - LOG_2PI) - 0.5 * self.alpha * sq
+
+        def kl(mean, cov, sigma):  # KL(N(mean, cov) || N(0, sigma^2 I)) per row, summed
+            logdet = 2 * torch.log(torch.diagonal(torch.linalg.cholesky(cov), dim1=-2, dim2=-1)).sum(-1)
+            tr = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1)
+            return 0.5 * ((tr + (mean ** 2).sum(-1)) / sigma ** 2 - K + 2 * K * math.log(sigma) - logdet).sum()
+
+        return lik - kl(st.U_mean, st.U_cov, self.sigma_U) - kl(st.V_mean, st.V_cov, self.sigma_V)
+
+    def cavi_initial_elbo(self, data: RatingData, state: _VBCavi, init: str) -> torch.Tensor:
+        return self.vb_elbo(data, state.params)
+
+    def elbo(self, data: RatingData, params: VBState) -> torch.Tensor:
+        return self.vb_elbo(data, params)
+
+    def cavi_update(self, data: RatingData, state, *, elbo_at: str = "after_z"):
+        """q(U) then q(V) (eq. 4); the ELBO (eq. 5) after the sweep."""
+        U_mean, U_cov = self._update_side(data, "U", state.params.V_mean, state.params.V_cov, self.sigma_U)
+        V_mean, V_cov = self._update_side(data, "V", U_mean, U_cov, self.sigma_V)
+        new = VBState(U_mean, U_cov, V_mean, V_cov)
+        return _VBCavi(new), self.vb_elbo(data, new)
+
+    def sample_q(self, params: VBState, num_samples: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        def draw(mean, cov):
+            L = torch.linalg.cholesky(cov)
+            eps = torch.randn((num_samples,) + mean.shape, generator=generator, dtype=mean.dtype)
+            return mean + (L @ eps[..., None])[..., 0]
+        return {"U": draw(params.U_mean, params.U_cov), "V": draw(params.V_mean, params.V_cov)}
+
+    def posterior_mean(self, params: VBState) -> dict[str, torch.Tensor]:
+        return {"U": params.U_mean, "V": params.V_mean}
+
+    def objective_attrs(self, data: RatingData, elbo: float) -> dict[str, float]:
+        return {"elbo": float(elbo), "elbo_per_rating": float(elbo) / len(data)}
 
     # ------------------------------------------------------------------------------------------------
     # Identifiable quantities

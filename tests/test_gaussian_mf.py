@@ -150,3 +150,75 @@ def test_bad_input(bad, match):
         as_rating_data(bad)
     with pytest.raises(ValueError, match="prior"):
         GaussianMF(K=2, prior="lognormal")
+
+
+# ---------------------------------------------------------------------------------------------------
+# CAVI (eqs. 4-5), fixed prior
+
+from inference import fit_cavi  # noqa: E402
+from models.gaussian_mf import VBState  # noqa: E402
+
+
+def random_vb(data, K, g):
+    N, M = data.shape
+
+    def covs(n):
+        A = torch.randn(n, K, K, generator=g, dtype=torch.float64)
+        return 0.05 * A @ A.transpose(-1, -2) + 0.02 * torch.eye(K, dtype=torch.float64)
+    return VBState(torch.randn(N, K, generator=g, dtype=torch.float64), covs(N),
+                   torch.randn(M, K, generator=g, dtype=torch.float64), covs(M))
+
+
+@pytest.mark.parametrize("K,alpha,sigma", [(2, 1.0, 1.0), (3, 2.5, 0.6)])
+def test_vb_elbo_eq5_matches_monte_carlo(K, alpha, sigma):
+    model = GaussianMF(K=K, prior="fixed", alpha=alpha, sigma_U=sigma, sigma_V=1.3 * sigma)
+    data = ratings()
+    g = torch.Generator().manual_seed(7)
+    st = random_vb(data, K, g)
+    closed = float(model.vb_elbo(data, st))
+    qU = td.MultivariateNormal(st.U_mean, covariance_matrix=st.U_cov)
+    qV = td.MultivariateNormal(st.V_mean, covariance_matrix=st.V_cov)
+    off = float(data.values.mean())
+    vals = []
+    for _ in range(4000):
+        U, V = qU.sample(), qV.sample()
+        pred = off + (U[data.rows] * V[data.cols]).sum(-1)
+        lp = (td.Normal(pred, alpha ** -0.5).log_prob(data.values).sum()
+              + td.Normal(torch.zeros((), dtype=torch.float64), model.sigma_U).log_prob(U).sum()
+              + td.Normal(torch.zeros((), dtype=torch.float64), model.sigma_V).log_prob(V).sum())
+        vals.append(float(lp - qU.log_prob(U).sum() - qV.log_prob(V).sum()))
+    v = np.array(vals)
+    assert abs(closed - v.mean()) < 4 * v.std(ddof=1) / np.sqrt(len(v))
+
+
+@pytest.mark.parametrize("K,seed", [(1, 0), (2, 1), (4, 2)])
+def test_cavi_elbo_never_decreases(K, seed):
+    model = GaussianMF(K=K, prior="fixed", alpha=2.0, sigma_U=0.8, sigma_V=0.8)
+    res = fit_cavi(model, ratings(N=12, M=10, seed=seed), seed=seed, num_iters=100, progress=False)
+    e = res.trace["objective"]
+    assert np.all(np.diff(e) >= -1e-9 * np.abs(e[1:])) and e[-1] > e[0]
+
+
+def test_cavi_fixed_point_gradient_vanishes_for_the_updated_block():
+    model = GaussianMF(K=2, prior="fixed", alpha=1.5)
+    data = ratings()
+    st = model.cavi_init(data, torch.Generator().manual_seed(0))
+    for _ in range(3):
+        st, _ = model.cavi_update(data, st)
+    p = st.params
+    U_mean, U_cov = model._update_side(data, "U", p.V_mean, p.V_cov, model.sigma_U)  # eq. 4 for q(U)
+    Um = U_mean.clone().requires_grad_(True)
+    L = torch.linalg.cholesky(U_cov).clone().requires_grad_(True)  # covariance through its Cholesky factor
+    elbo = model.vb_elbo(data, VBState(Um, L @ L.transpose(-1, -2), p.V_mean, p.V_cov))
+    gm, gL = torch.autograd.grad(elbo, [Um, L])
+    assert float(gm.abs().max()) < 1e-9 * abs(float(elbo.detach()))
+    assert float(torch.tril(gL).abs().max()) < 1e-8
+    # negative control: the initial (random) q(U) mean is not a stationary point
+    U0 = model.cavi_init(data, torch.Generator().manual_seed(0)).params.U_mean.clone().requires_grad_(True)
+    elbo0 = model.vb_elbo(data, p._replace(U_mean=U0))
+    assert float(torch.autograd.grad(elbo0, [U0])[0].abs().max()) > 1e-2
+
+
+def test_cavi_refuses_bpmf_with_a_clear_error():
+    with pytest.raises(ValueError, match="CAVI is implemented for prior='fixed'"):
+        fit_cavi(GaussianMF(K=2), ratings(), seed=0, progress=False)
