@@ -3,6 +3,7 @@
     inferlab fit poisson-mf --data lastfm --method cavi -K 40 --iters 200 --seed 0 --out DIR
     inferlab compare poisson-mf --data synthetic --seed 0 --out DIR
     inferlab em netflix --K 1 12 --seeds 0 1 2 3 4
+    inferlab fit gaussian-mf --data movielens-100k --fold 1 --method gibbs -K 10 --noise-prior 1 1
     inferlab data                      # where each data set is looked up, and whether it is there
 
 Errors in the input (bad counts, K < 1, unknown names, unreadable files) print one line on stderr
@@ -20,22 +21,24 @@ from typing import Any
 import numpy as np
 import torch
 
-MODEL_NAMES = ("poisson-mf", "bayes-gmm", "bayes-gmm-full")
+MODEL_NAMES = ("poisson-mf", "bayes-gmm", "bayes-gmm-full", "gaussian-mf")
 DATA_NAMES = {"poisson-mf": ("synthetic", "lastfm"), "bayes-gmm": ("synthetic", "toy"),
-              "bayes-gmm-full": ("synthetic", "toy")}
+              "bayes-gmm-full": ("synthetic", "toy"), "gaussian-mf": ("synthetic", "movielens-100k")}
 HYPER_NAMES = {"poisson-mf": ("a_theta", "b_theta", "a_eta", "b_eta"),
                "bayes-gmm": ("alpha0", "m0", "beta0", "a0", "b0"),
-               "bayes-gmm-full": ("alpha0", "m0", "beta0", "w0", "nu0")}
+               "bayes-gmm-full": ("alpha0", "m0", "beta0", "w0", "nu0"),
+               "gaussian-mf": ("alpha", "sigma_U", "sigma_V", "beta0", "w0")}
 
 
 class UsageError(ValueError):
     pass
 
 
-def _model(name: str, K: int, hyper: list[str]) -> Any:
+def _model(name: str, K: int, hyper: list[str], extra: dict[str, Any] | None = None) -> Any:
     from models import BayesGMM, BayesGMMFull, PoissonMF
+    from models.gaussian_mf import GaussianMF
 
-    classes = {"poisson-mf": PoissonMF, "bayes-gmm": BayesGMM, "bayes-gmm-full": BayesGMMFull}
+    classes = {"poisson-mf": PoissonMF, "bayes-gmm": BayesGMM, "bayes-gmm-full": BayesGMMFull, "gaussian-mf": GaussianMF}
     if name not in classes:
         raise UsageError(f"unknown model {name!r}; available: {', '.join(MODEL_NAMES)}")
     kw: dict[str, float] = {}
@@ -51,7 +54,7 @@ def _model(name: str, K: int, hyper: list[str]) -> Any:
     if unknown:
         raise UsageError(f"--hyper: unknown hyperparameter(s) {sorted(unknown)} for {name}; "
                          f"known: {', '.join(HYPER_NAMES[name])}")
-    return classes[name](K=K, **kw)
+    return classes[name](K=K, **kw, **(extra or {}))
 
 
 def _data(model_name: str, name: str, args: argparse.Namespace) -> Any:
@@ -78,8 +81,24 @@ def _data(model_name: str, name: str, args: argparse.Namespace) -> Any:
             from models import BayesGMMFull
 
             return BayesGMMFull(K=args.true_K, beta0=0.02).sample(args.rows, args.cols, g)[1]
+        if model_name == "gaussian-mf":  # a low-rank matrix plus noise, half of its entries observed
+            from models.gaussian_mf import as_rating_data
+
+            U = torch.randn(args.rows, args.true_K, generator=g, dtype=torch.float64)
+            V = torch.randn(args.cols, args.true_K, generator=g, dtype=torch.float64)
+            R = 3.0 + U @ V.T / args.true_K ** 0.5 + 0.5 * torch.randn(args.rows, args.cols, generator=g, dtype=torch.float64)
+            R[torch.rand(R.shape, generator=g) < 0.5] = float("nan")
+            return as_rating_data(R, name=f"synthetic {args.rows}x{args.cols}")
         truth = PoissonMF(K=args.true_K, a_theta=1.0, b_theta=1.0, a_eta=1.0, b_eta=1.0)
         return truth.sample(args.rows, args.cols, g)[1]
+    if name == "movielens-100k":
+        from models.datasets import load_movielens_100k
+        from models.gaussian_mf import as_rating_data
+
+        if not 1 <= args.fold <= 5:
+            raise UsageError(f"--fold must be 1..5, got {args.fold}")
+        train, _ = load_movielens_100k().folds[args.fold - 1]
+        return as_rating_data(train, name=f"movielens-100k u{args.fold}.base", rating_range=(1, 5))
     if name == "toy" and model_name.startswith("bayes-gmm"):
         from models import as_mixture_data
         from models.datasets import load_netflix
@@ -121,13 +140,20 @@ def _method_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kw
 
 
+def _extra(args: argparse.Namespace) -> dict[str, Any]:
+    """Model options that are not numbers: gaussian-mf's prior and noise prior."""
+    if args.model != "gaussian-mf":
+        return {}
+    return {"prior": args.prior, "noise_prior": tuple(args.noise_prior) if args.noise_prior else None}
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     from inference import METHODS
     from models.poisson_mf import factor_top_items
 
     if args.method not in METHODS:
         raise UsageError(f"unknown method {args.method!r}; available: {', '.join(METHODS)}")
-    model = _model(args.model, args.K, args.hyper)
+    model = _model(args.model, args.K, args.hyper, _extra(args))
     data = _data(args.model, args.data, args)
     result = METHODS[args.method](model, data, **_method_kwargs(args))
     print(result.describe())
@@ -136,6 +162,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
         print("top factors (by total loading; 5 items each):")
         for k, grp in top.groupby("factor", sort=False):
             print(f"  factor {k:>3} (loading {grp['loading'].iloc[0]:.1f}): " + ", ".join(map(str, grp["name"])))
+    if args.model == "gaussian-mf" and args.data == "movielens-100k":
+        from models.datasets import load_movielens_100k
+        from models.gaussian_mf import _heldout, as_rating_data
+
+        test = as_rating_data(load_movielens_100k().folds[args.fold - 1][1])
+        score = _heldout(model, data, result, test)
+        print(f"  u{args.fold}.test: RMSE {score['test_rmse']:.4f}, log predictive density per rating "
+              f"{score['heldout_lpd_per_rating']:.4f}")
     if args.out:
         path = result.save(Path(args.out) / f"{args.method}.nc")
         print(f"saved {path}")
@@ -147,7 +181,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from inference.compare import compare
 
-    model = _model(args.model, args.K, args.hyper)
+    model = _model(args.model, args.K, args.hyper, _extra(args))
     data = _data(args.model, args.data, args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else (
         ["cavi", "gibbs", "svi", "nuts"] if args.data == "synthetic" else ["cavi", "gibbs", "svi"])
@@ -277,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--iters", type=int, default=None, help="iterations (CAVI sweeps, SVI steps)")
         sp.add_argument("--samples", type=int, default=None, help="kept draws per chain (Gibbs, NUTS)")
         sp.add_argument("--no-progress", action="store_true", help="no progress bars")
+        sp.add_argument("--fold", type=int, default=1, help="gaussian-mf on movielens-100k: official fold 1..5")
+        sp.add_argument("--prior", choices=["bpmf", "fixed"], default="bpmf", help="gaussian-mf prior")
+        sp.add_argument("--noise-prior", type=float, nargs=2, default=None, metavar=("A", "B"),
+                        help="gaussian-mf: Gamma(A, B) prior on the noise precision (Gibbs samples it)")
 
     f = sub.add_parser("fit", help="fit one model by one method, print a summary and save the result")
     common(f)

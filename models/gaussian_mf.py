@@ -448,10 +448,42 @@ class GaussianMF:
         args = [hyper.get(k) for k in ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "alpha")]
         return {"pred": pred, "log_joint": self.log_joint(data, U, V, *args)}
 
+    def split(self, data: RatingData, test_fraction: float, generator: torch.Generator):
+        """Hold out a random ``test_fraction`` of the ratings."""
+        perm = torch.randperm(len(data), generator=generator)
+        k = max(1, int(round(test_fraction * len(data))))
+
+        def sub(idx):  # sorted indices keep the row-major order
+            idx = idx.sort().values
+            return RatingData(data.rows[idx], data.cols[idx], data.values[idx], data.shape, data.name)
+        return sub(perm[k:]), sub(perm[:k])
+
+    def heldout_score(self, result: Any, test: RatingData, test_fraction: float) -> dict[str, float]:
+        """Test RMSE and log predictive density per held-out rating (needs result.data, the training set)."""
+        return _heldout(self, result.data, result, test)
+
     def coords(self, data: RatingData) -> dict[str, np.ndarray]:
         r, c = self.invariant_cells(data)
         return {"row": np.arange(data.shape[0]), "col": np.arange(data.shape[1]), "factor": np.arange(self.K),
                 "cell": np.array([f"{i}:{j}" for i, j in zip(r.tolist(), c.tolist())])}
+
+
+def _heldout(model: "GaussianMF", train: RatingData, result: Any, test: RatingData) -> dict[str, float]:
+    """Test RMSE of the posterior mean prediction and log predictive density per rating,
+    log mean_s N(r_ij; offset + u_i^(s) . v_j^(s), 1 / alpha^(s))."""
+    mean, _ = predict(model, train, result, test.rows, test.cols)
+    rmse = float(torch.sqrt(((torch.as_tensor(mean) - test.values) ** 2).mean()))
+    U = torch.as_tensor(np.asarray(result.posterior["U"])).flatten(0, 1)
+    V = torch.as_tensor(np.asarray(result.posterior["V"])).flatten(0, 1)
+    if "alpha" in result.posterior and model.noise_prior is not None:
+        alpha = torch.as_tensor(np.asarray(result.posterior["alpha"])).flatten(0, 1)
+    else:
+        alpha = torch.full((len(U),), model.alpha, dtype=torch.float64)
+    off = model.offset(train)
+    lp = torch.stack([dist.Normal(off + (u[test.rows] * v[test.cols]).sum(-1), 1 / torch.sqrt(a)).log_prob(test.values)
+                      for u, v, a in zip(U, V, alpha)])
+    lpd = torch.logsumexp(lp, 0) - math.log(len(U))
+    return {"test_rmse": rmse, "heldout_lpd_per_rating": float(lpd.mean())}
 
 
 def predict(model: GaussianMF, train: RatingData, result: Any, rows, cols, *, clip: tuple[float, float] | None = None,

@@ -122,3 +122,19 @@ def test_compare_bayes_gmm_and_model_specific_errors(tmp_path, capsys):
     assert code == 2 and "unknown hyperparameter" in err and "alpha0" in err
     code, out, err = run(["fit", "bayes-gmm", "--method", "cavi", "--data", "lastfm"], capsys)
     assert code == 2 and "not a data set name for bayes-gmm" in err
+
+
+def test_gaussian_mf_fit_and_compare_synthetic(tmp_path, capsys):
+    code, out, err = run(["fit", "gaussian-mf", "--method", "gibbs", "--rows", "20", "--cols", "15", "-K", "2",
+                          "--samples", "30", "--chains", "1", "--noise-prior", "1", "1", "--out", str(tmp_path),
+                          "--no-progress"], capsys)
+    assert code == 0, err
+    assert "gibbs on gaussian-mf" in out and (tmp_path / "gibbs.nc").is_file()
+    code, out, err = run(["compare", "gaussian-mf", "--rows", "20", "--cols", "15", "-K", "2", "--prior", "fixed",
+                          "--methods", "cavi,gibbs", "--samples", "40", "--iters", "30", "--no-progress"], capsys)
+    assert code == 0, err
+    assert "test_rmse" in out and "heldout_lpd_per_rating" in out
+    code, out, err = run(["fit", "gaussian-mf", "--method", "cavi", "--rows", "10", "--cols", "8"], capsys)
+    assert code == 2 and "CAVI is implemented for prior='fixed'" in err
+    code, out, err = run(["fit", "gaussian-mf", "--method", "gibbs", "--data", "movielens-100k", "--fold", "7"], capsys)
+    assert code == 2 and "--fold must be 1..5" in err
