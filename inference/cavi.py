@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import time
+
 import torch
 
 from inference._common import check_positive_int, make_result
@@ -20,8 +22,8 @@ __all__ = ["fit_cavi"]
 
 def fit_cavi(model: Any, data: Any, *, seed: int | torch.Generator, num_iters: int = 100, num_chains: int = 1,
              init: Any = "default", tol: float | None = None, elbo_at: str = "after_z", num_samples: int = 100,
-             dtype: torch.dtype = torch.float64, device: str = "cpu", progress: bool = True,
-             callback: Callable | None = None) -> InferenceResult:
+             monitor: Callable[[Any], dict[str, float]] | None = None, dtype: torch.dtype = torch.float64,
+             device: str = "cpu", progress: bool = True, callback: Callable | None = None) -> InferenceResult:
     """Fit by CAVI; the ELBO (every constant included) is evaluated at the start and after every sweep.
 
     Args:
@@ -35,6 +37,8 @@ def fit_cavi(model: Any, data: Any, *, seed: int | torch.Generator, num_iters: i
         elbo_at: where in the sweep the ELBO is evaluated ("after_z" or the course's "after_eta").
         num_samples: number of draws from q stored in ``posterior``.
         dtype, device: float64 by default; float32 and CUDA devices are opt-in.
+        monitor: monitor(q's parameters) -> {name: value}, evaluated at the start and after every sweep (e.g. a
+            test NLL); each name becomes a trace entry, and its time is left out of trace["seconds"].
         progress: tqdm progress bar. callback: callback(iteration, state, elbo) -> stop?
 
     Returns:
@@ -48,9 +52,26 @@ def fit_cavi(model: Any, data: Any, *, seed: int | torch.Generator, num_iters: i
     generator = resolve_seed(seed)
     state = model.cavi_init(data, generator, init) if isinstance(init, str) else init
     elbo0 = float(model.cavi_initial_elbo(data, state, init if isinstance(init, str) else "given"))
-    state, out = run_loop(lambda s: model.cavi_update(data, s, elbo_at=elbo_at), state, num_iters=num_iters,
-                          initial_objective=elbo0, tol=tol, monotone=True, progress=progress, callback=callback,
-                          desc=f"CAVI {model.name}")
+    monitored: dict[str, list[float]] = {}
+    eval_seconds = [0.0]
+
+    def evaluate(st) -> None:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for k, v in (monitor(st.params) if monitor is not None else {}).items():
+                monitored.setdefault(k, []).append(float(v))
+        eval_seconds.append(eval_seconds[-1] + time.perf_counter() - t0)
+
+    def step(s):
+        s, elbo = model.cavi_update(data, s, elbo_at=elbo_at)
+        evaluate(s)
+        return s, elbo
+
+    evaluate(state)
+    del eval_seconds[1:]  # the initial evaluation happens before the clock starts
+    state, out = run_loop(step, state, num_iters=num_iters, initial_objective=elbo0, tol=tol, monotone=True,
+                          progress=progress, callback=callback, desc=f"CAVI {model.name}")
+    seconds = [t - e for t, e in zip(out.seconds, eval_seconds)]
     params = state.params
     draws = model.sample_q(params, num_samples, generator)
     draws.update(model.invariants(data, **draws))
@@ -60,7 +81,9 @@ def fit_cavi(model: Any, data: Any, *, seed: int | torch.Generator, num_iters: i
              "monotone_violations": out.decreases, "largest_relative_decrease": out.largest_decrease,
              "init": init if isinstance(init, str) else "given", "elbo_at": elbo_at, "objective_name": "elbo"}
     extra.update(model.objective_attrs(data, out.objective[-1]))
+    trace = {"objective": torch.tensor(out.objective, dtype=torch.float64),
+             "seconds": torch.tensor(seconds, dtype=torch.float64)}
+    trace.update({k: torch.tensor(v[: len(out.objective)], dtype=torch.float64) for k, v in monitored.items()})
     return make_result("cavi", model, data, posterior={k: v[None] for k, v in draws.items()}, point=mean,
-                       variational=params._asdict(),
-                       trace={"objective": torch.tensor(out.objective, dtype=torch.float64), "seconds": torch.tensor(out.seconds, dtype=torch.float64)},
-                       seed=seed, wall_time=out.seconds[-1], extra_attrs=extra)
+                       variational=params.present() if hasattr(params, "present") else params._asdict(),
+                       trace=trace, seed=seed, wall_time=seconds[-1], extra_attrs=extra)

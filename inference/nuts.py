@@ -60,7 +60,7 @@ def fit_nuts(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmup
             idx = mcmc.diagnostics().get("divergences", {}).get("chain 0", [])
             div[torch.as_tensor(list(idx), dtype=torch.long)] = True
             diverging.append(div)
-    posterior = {k: torch.stack([ch[k] for ch in per_chain]).to(data.dtype) for k in model.sites}
+    posterior = {k: torch.stack([ch[k] for ch in per_chain]).to(data.dtype) for k in per_chain[0]}  # every latent site
     posterior.update(model.invariants(data, **posterior))
     log_joint = posterior.pop("log_joint")
     point = {k: v[0].mean(0) if k in model.sites else v.mean((0, 1)) for k, v in posterior.items()}

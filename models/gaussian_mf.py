@@ -17,10 +17,8 @@ The factors are not identifiable (rotations); compare predictions u_i . v_j, nev
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
-
-import warnings
 
 import numpy as np
 import pyro
@@ -30,78 +28,12 @@ import torch
 from inference.results import register_model
 from models.bayes_gmm_full import sample_wishart
 from models.conjugate import sample_gamma
-from models.data import csr_index
+from models.gaussian_mf_vb import GaussianMFVB, VBState
+from models.ratings import RatingData, as_rating_data, gram_rhs
 
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
-
-__all__ = ["GaussianMF", "RatingData", "as_rating_data", "GibbsState", "predict"]
+__all__ = ["GaussianMF", "RatingData", "as_rating_data", "GibbsState", "VBState", "predict"]
 
 LOG_2PI = math.log(2 * math.pi)
-
-
-@dataclass(frozen=True, eq=False)
-class RatingData:
-    """Observed ratings: rows, cols (n,) int64; values (n,) float; shape (N, M)."""
-
-    rows: torch.Tensor
-    cols: torch.Tensor
-    values: torch.Tensor
-    shape: tuple[int, int]
-    name: str = ""
-    _csr: dict = field(default_factory=dict, repr=False, compare=False)
-
-    def csr_structure(self) -> dict[str, torch.Tensor]:
-        """CSR pointers of the (row-major sorted) ratings and of their transpose (models.data.csr_index)."""
-        if not self._csr:
-            self._csr.update(csr_index(self.rows, self.cols, self.shape))
-        return self._csr
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.values.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.values.device
-
-    def __len__(self) -> int:
-        return int(self.values.shape[0])
-
-    def __repr__(self) -> str:
-        return f"RatingData({self.name or 'ratings'}: {self.shape[0]} x {self.shape[1]}, n={len(self)})"
-
-
-def as_rating_data(x: Any, *, shape: tuple[int, int] | None = None, dtype: torch.dtype = torch.float64,
-                   device: str = "cpu", name: str = "", rating_range: tuple[float, float] | None = None) -> RatingData:
-    """Ratings from a RatingData, a models.datasets.Ratings, or a dense array with NaN for unobserved entries
-    (stored sorted row-major).
-
-    Raises ValueError on NaN/inf ratings, indices outside the shape, or empty data; ratings outside
-    ``rating_range`` are allowed but warned about."""
-    if isinstance(x, RatingData):
-        return x
-    if hasattr(x, "rows") and hasattr(x, "cols") and hasattr(x, "values"):
-        rows, cols, values = (np.asarray(getattr(x, a)) for a in ("rows", "cols", "values"))
-        shape = tuple(shape or getattr(x, "shape"))
-    else:
-        arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
-        if arr.ndim != 2:
-            raise ValueError(f"ratings: expected a 2-D matrix (NaN = unobserved), got shape {arr.shape}")
-        rows, cols = np.nonzero(~np.isnan(arr))
-        values, shape = arr[rows, cols], arr.shape
-    if len(values) == 0:
-        raise ValueError("ratings: no observed entries")
-    if not np.all(np.isfinite(values)):
-        raise ValueError("ratings: values must be finite")
-    if rows.min() < 0 or cols.min() < 0 or rows.max() >= shape[0] or cols.max() >= shape[1]:
-        raise ValueError(f"ratings: indices outside the shape {shape}")
-    if rating_range is not None and ((values < rating_range[0]) | (values > rating_range[1])).any():
-        warnings.warn(f"ratings outside the declared range {rating_range}", stacklevel=2)
-    order = np.lexsort((cols, rows))  # row-major, for the CSR products
-    return RatingData(torch.as_tensor(rows[order], dtype=torch.int64, device=device),
-                      torch.as_tensor(cols[order], dtype=torch.int64, device=device),
-                      torch.as_tensor(values[order], dtype=dtype, device=device), (int(shape[0]), int(shape[1])), name)
 
 
 class GibbsState(NamedTuple):
@@ -118,39 +50,6 @@ class GibbsState(NamedTuple):
     alpha: torch.Tensor
 
 
-class VBState(NamedTuple):
-    """Mean-field Gaussian q: U_mean (N, K), U_cov (N, K, K), V_mean (M, K), V_cov (M, K, K)."""
-
-    U_mean: torch.Tensor
-    U_cov: torch.Tensor
-    V_mean: torch.Tensor
-    V_cov: torch.Tensor
-
-
-class _VBCavi(NamedTuple):
-    """What the CAVI driver carries: ``params`` (a VBState)."""
-
-    params: VBState
-
-
-def _gram_rhs(data: RatingData, side: str, F_other: torch.Tensor, resid: torch.Tensor):
-    """For every row i of the side being updated: sum_{j in Omega_i} f_j f_j^T (R, K, K) and
-    sum_j resid_ij f_j (R, K), with f the other side's factors. The outer products f_j f_j^T depend on j
-    only, so they are formed once per column (M, K^2) and summed by one sparse (R x M) product:
-    O(n K^2) work, no (n, K, K) temporary."""
-    s = data.csr_structure()
-    N, M = data.shape
-    K = F_other.shape[1]
-    if side == "U":
-        ptr, idx, vals, R, C = s["crow"], data.cols, resid, N, M
-    else:
-        ptr, idx, vals, R, C = s["ccol"], s["rows_t"], resid[s["perm"]], M, N
-    outer = (F_other[:, :, None] * F_other[:, None, :]).reshape(C, K * K)
-    gram = (torch.sparse_csr_tensor(ptr, idx, torch.ones_like(vals), (R, C)) @ outer).reshape(R, K, K)
-    rhs = torch.sparse_csr_tensor(ptr, idx, vals, (R, C)) @ F_other
-    return gram, rhs
-
-
 def _sample_gaussian_rows(P: torch.Tensor, b: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Draw x_i ~ N(P_i^-1 b_i, P_i^-1) for every row at once (batched Cholesky). P (R, K, K), b (R, K)."""
     L = torch.linalg.cholesky(P)
@@ -161,7 +60,7 @@ def _sample_gaussian_rows(P: torch.Tensor, b: torch.Tensor, generator: torch.Gen
 
 @register_model
 @dataclass(frozen=True)
-class GaussianMF:
+class GaussianMF(GaussianMFVB):
     """Gaussian matrix factorisation (hyperparameters only).
 
     Args:
@@ -214,13 +113,18 @@ class GaussianMF:
     # ------------------------------------------------------------------------------------------------
     # Pyro model (fixed prior: the course's model; BPMF with the Normal-Wishart hyperpriors)
 
-    def model(self, data: RatingData) -> None:
+    def model(self, data: RatingData, subsample_size: int | None = None) -> None:
+        """r_ij ~ N(offset + u_i . v_j, 1 / alpha) over the observed entries; ``subsample_size`` subsamples the
+        ratings plate (minibatch SVI: the likelihood is scaled by n / batch)."""
         N, M = data.shape
         K, dt = self.K, data.dtype
         eye = torch.eye(K, dtype=dt)
         if self.prior == "fixed":
-            U = pyro.sample("U", dist.Normal(torch.zeros(N, K, dtype=dt), self.sigma_U).to_event(2))
-            V = pyro.sample("V", dist.Normal(torch.zeros(M, K, dtype=dt), self.sigma_V).to_event(2))
+            # one K-dimensional Gaussian per row, so that TraceMeanField_ELBO's KL against the guide is analytic
+            U = pyro.sample("U", dist.MultivariateNormal(torch.zeros(N, K, dtype=dt), scale_tril=self.sigma_U * eye)
+                            .to_event(1))
+            V = pyro.sample("V", dist.MultivariateNormal(torch.zeros(M, K, dtype=dt), scale_tril=self.sigma_V * eye)
+                            .to_event(1))
         else:
             nu0 = torch.tensor(float(K), dtype=dt)
             factors = {}
@@ -236,9 +140,9 @@ class GaussianMF:
                                                     torch.tensor(self.noise_prior[1], dtype=dt)))
         else:
             alpha = torch.tensor(self.alpha, dtype=dt)
-        pred = self.offset(data) + (U[data.rows] * V[data.cols]).sum(-1)
-        with pyro.plate("ratings", len(data)):
-            pyro.sample("r", dist.Normal(pred, 1.0 / torch.sqrt(alpha)), obs=data.values)
+        with pyro.plate("ratings", len(data), subsample_size=subsample_size) as idx:
+            pred = self.offset(data) + (U[data.rows[idx]] * V[data.cols[idx]]).sum(-1)
+            pyro.sample("r", dist.Normal(pred, 1.0 / torch.sqrt(alpha)), obs=data.values[idx])
 
     # ------------------------------------------------------------------------------------------------
     # Conditionals (eqs. 1-2)
@@ -248,18 +152,19 @@ class GaussianMF:
         """Precision P (R, K, K) and linear term b (R, K) of the Gaussian conditional of every row of U
         (side="U") or V (side="V"): eq. 1, mean = P^-1 b."""
         alpha = self.alpha if alpha is None else alpha
-        gram, rhs = _gram_rhs(data, side, F_other, data.values - self.offset(data))
+        gram, rhs = gram_rhs(data, side, F_other, data.values - self.offset(data))
         P = Lam[None] + alpha * gram
         b = alpha * rhs + (Lam @ mu)[None]
         return P, b
 
-    def hyper_conditional(self, F: torch.Tensor):
-        """Normal-Wishart parameters (mu*, beta*, W*, nu*) of (mu, Lambda) | F (eq. 2). F (R, K)."""
+    def hyper_conditional(self, F: torch.Tensor, extra_scatter: torch.Tensor | None = None):
+        """Normal-Wishart parameters (mu*, beta*, W*, nu*) of (mu, Lambda) | F (eq. 2). F (R, K).
+        ``extra_scatter`` (K, K) is added to the scatter N S (CAVI passes sum_i Cov_q(f_i), eq. 6)."""
         R, K = F.shape
         fbar = F.mean(0)
-        S = (F - fbar).T @ (F - fbar) / R
+        NS = (F - fbar).T @ (F - fbar) + (0 if extra_scatter is None else extra_scatter)
         beta, nu = self.beta0 + R, K + R
-        W_inv = torch.eye(K, dtype=F.dtype) / self.w0 + R * S + self.beta0 * R / beta * torch.outer(fbar, fbar)
+        W_inv = torch.eye(K, dtype=F.dtype) / self.w0 + NS + self.beta0 * R / beta * torch.outer(fbar, fbar)
         W = torch.linalg.inv(W_inv)
         return R * fbar / beta, beta, 0.5 * (W + W.T), nu
 
@@ -340,97 +245,6 @@ class GaussianMF:
             D = F - mu
             lp = lp + 0.5 * (F.shape[0] * (logdet - self.K * LOG_2PI) - ((D @ Lam) * D).sum())
         return lp
-
-    # ------------------------------------------------------------------------------------------------
-    # CAVI (variational Bayesian MF, Lim & Teh 2007 style; fixed prior and fixed noise precision)
-    #   q(u_i) = N(ubar_i, Phi_i), q(v_j) = N(vbar_j, Psi_j), full K x K covariances per row.
-    #   Phi_i^-1 = Lambda_U + alpha sum_{j in Omega_i} (vbar_j vbar_j^T + Psi_j),
-    #   ubar_i = Phi_i (alpha sum_j (r_ij - offset) vbar_j + Lambda_U mu_U); V symmetric.               (eq. 4)
-    #   ELBO = sum_Omega E[log N(r_ij; offset + u_i . v_j, 1/alpha)] - KL(q(U) || p(U)) - KL(q(V) || p(V)),
-    #   E[(r - u.v)^2] = (r - ubar.vbar)^2 + ubar^T Psi_j ubar + vbar^T Phi_i vbar + tr(Phi_i Psi_j).      (eq. 5)
-
-    def _check_cavi(self) -> None:
-        if self.prior != "fixed" or self.noise_prior is not None:
-            raise ValueError("CAVI is implemented for prior='fixed' with a fixed noise precision (the course's "
-                             "model); use Gibbs for BPMF or a noise prior")
-
-    def cavi_init(self, data: RatingData, generator: torch.Generator, init: str = "default") -> _VBCavi:
-        self._check_cavi()
-        if init != "default":
-            raise ValueError(f"init must be 'default', got {init!r}")
-        N, M = data.shape
-        dt = data.dtype
-        eye = torch.eye(self.K, dtype=dt)
-        return _VBCavi(VBState(0.1 * torch.randn(N, self.K, generator=generator, dtype=dt),
-                               0.01 * eye.expand(N, -1, -1).clone(),
-                               0.1 * torch.randn(M, self.K, generator=generator, dtype=dt),
-                               0.01 * eye.expand(M, -1, -1).clone()))
-
-    def _second_moments(self, data: RatingData, side: str, mean: torch.Tensor, cov: torch.Tensor):
-        """sum over the rated partners of E[f f^T] = fbar fbar^T + C, and of fbar (r - offset)."""
-        K = self.K
-        gram, rhs = _gram_rhs(data, side, mean, data.values - self.offset(data))
-        other = data.shape[1] if side == "U" else data.shape[0]
-        s = data.csr_structure()
-        ptr, idx, R = (s["crow"], data.cols, data.shape[0]) if side == "U" else (s["ccol"], s["rows_t"], data.shape[1])
-        ones = torch.ones(len(data), dtype=mean.dtype)
-        cov_sum = (torch.sparse_csr_tensor(ptr, idx, ones, (R, other)) @ cov.reshape(other, K * K)).reshape(R, K, K)
-        return gram, cov_sum, rhs
-
-    def _update_side(self, data: RatingData, side: str, other_mean, other_cov, sigma):
-        """eq. 4 for every row of one side: returns (means (R, K), covariances (R, K, K))."""
-        gram, cov_sum, rhs = self._second_moments(data, side, other_mean, other_cov)
-        P = torch.eye(self.K, dtype=other_mean.dtype)[None] / sigma ** 2 + self.alpha * (gram + cov_sum)
-        L = torch.linalg.cholesky(P)
-        cov = torch.cholesky_inverse(L)
-        return (cov @ (self.alpha * rhs)[..., None])[..., 0], cov
-
-    def vb_elbo(self, data: RatingData, st: VBState) -> torch.Tensor:
-        """The full ELBO (eq. 5), every constant included."""
-        K = self.K
-        u, v = st.U_mean[data.rows], st.V_mean[data.cols]
-        r = data.values - self.offset(data)
-        # sum_Omega [ubar_i^T Psi_j ubar_i + vbar_j^T Phi_i vbar_j + tr(Phi_i Psi_j)], through per-row sums
-        # vv_sum (N, K, K) = sum_{j in Omega_i} vbar_j vbar_j^T, psi_sum = sum_{j in Omega_i} Psi_j
-        vv_sum, psi_sum, _ = self._second_moments(data, "U", st.V_mean, st.V_cov)
-        quad = (torch.einsum("ni,nij,nj->", st.U_mean, psi_sum, st.U_mean)
-                + (st.U_cov * (vv_sum + psi_sum)).sum())
-        sq = ((r - (u * v).sum(-1)) ** 2).sum() + quad
-        n = len(data)
-        lik = 0.5 * n * (math.log(self.alpha) - LOG_2PI) - 0.5 * self.alpha * sq
-
-        def kl(mean, cov, sigma):  # KL(N(mean, cov) || N(0, sigma^2 I)) per row, summed
-            logdet = 2 * torch.log(torch.diagonal(torch.linalg.cholesky(cov), dim1=-2, dim2=-1)).sum(-1)
-            tr = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1)
-            return 0.5 * ((tr + (mean ** 2).sum(-1)) / sigma ** 2 - K + 2 * K * math.log(sigma) - logdet).sum()
-
-        return lik - kl(st.U_mean, st.U_cov, self.sigma_U) - kl(st.V_mean, st.V_cov, self.sigma_V)
-
-    def cavi_initial_elbo(self, data: RatingData, state: _VBCavi, init: str) -> torch.Tensor:
-        return self.vb_elbo(data, state.params)
-
-    def elbo(self, data: RatingData, params: VBState) -> torch.Tensor:
-        return self.vb_elbo(data, params)
-
-    def cavi_update(self, data: RatingData, state, *, elbo_at: str = "after_z"):
-        """q(U) then q(V) (eq. 4); the ELBO (eq. 5) after the sweep."""
-        U_mean, U_cov = self._update_side(data, "U", state.params.V_mean, state.params.V_cov, self.sigma_U)
-        V_mean, V_cov = self._update_side(data, "V", U_mean, U_cov, self.sigma_V)
-        new = VBState(U_mean, U_cov, V_mean, V_cov)
-        return _VBCavi(new), self.vb_elbo(data, new)
-
-    def sample_q(self, params: VBState, num_samples: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        def draw(mean, cov):
-            L = torch.linalg.cholesky(cov)
-            eps = torch.randn((num_samples,) + mean.shape, generator=generator, dtype=mean.dtype)
-            return mean + (L @ eps[..., None])[..., 0]
-        return {"U": draw(params.U_mean, params.U_cov), "V": draw(params.V_mean, params.V_cov)}
-
-    def posterior_mean(self, params: VBState) -> dict[str, torch.Tensor]:
-        return {"U": params.U_mean, "V": params.V_mean}
-
-    def objective_attrs(self, data: RatingData, elbo: float) -> dict[str, float]:
-        return {"elbo": float(elbo), "elbo_per_rating": float(elbo) / len(data)}
 
     # ------------------------------------------------------------------------------------------------
     # Identifiable quantities

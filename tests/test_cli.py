@@ -134,7 +134,7 @@ def test_gaussian_mf_fit_and_compare_synthetic(tmp_path, capsys):
                           "--methods", "cavi,gibbs", "--samples", "40", "--iters", "30", "--no-progress"], capsys)
     assert code == 0, err
     assert "test_rmse" in out and "heldout_lpd_per_rating" in out
-    code, out, err = run(["fit", "gaussian-mf", "--method", "cavi", "--rows", "10", "--cols", "8"], capsys)
-    assert code == 2 and "CAVI is implemented for prior='fixed'" in err
+    code, out, err = run(["fit", "gaussian-mf", "--method", "svi", "--rows", "10", "--cols", "8"], capsys)
+    assert code == 2 and "SVI is implemented for prior='fixed'" in err
     code, out, err = run(["fit", "gaussian-mf", "--method", "gibbs", "--data", "movielens-100k", "--fold", "7"], capsys)
     assert code == 2 and "--fold must be 1..5" in err

@@ -1,6 +1,5 @@
 """Data loaders (real files from the shared copy) and input validation."""
 
-import os
 import warnings
 
 import numpy as np

@@ -1,6 +1,5 @@
 """The notebooks run end to end (with INFERLAB_NB_QUICK=1 for small iteration counts)."""
 
-import os
 from pathlib import Path
 
 import pytest
