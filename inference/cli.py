@@ -3,7 +3,8 @@
     inferlab fit poisson-mf --data lastfm --method cavi -K 40 --iters 200 --seed 0 --out DIR
     inferlab compare poisson-mf --data synthetic --seed 0 --out DIR
     inferlab em netflix --K 1 12 --seeds 0 1 2 3 4
-    inferlab fit gaussian-mf --data movielens-100k --fold 1 --method gibbs -K 10 --noise-prior 1 1
+    inferlab fit gaussian-mf --data movielens-100k --fold 1 --method gibbs -K 10 --noise-prior 1 1 --recommend 0
+    inferlab benchmark gaussian-mf --data movielens-100k --K 5 10 20 30 --out DIR
     inferlab data                      # where each data set is looked up, and whether it is there
 
 Errors in the input (bad counts, K < 1, unknown names, unreadable files) print one line on stderr
@@ -166,10 +167,20 @@ def cmd_fit(args: argparse.Namespace) -> int:
         from models.datasets import load_movielens_100k
         from models.gaussian_mf import _heldout, as_rating_data
 
-        test = as_rating_data(load_movielens_100k().folds[args.fold - 1][1])
+        ml = load_movielens_100k()
+        test = as_rating_data(ml.folds[args.fold - 1][1])
         score = _heldout(model, data, result, test)
         print(f"  u{args.fold}.test: RMSE {score['test_rmse']:.4f}, log predictive density per rating "
               f"{score['heldout_lpd_per_rating']:.4f}")
+        if args.recommend is not None:
+            import pandas as pd
+
+            from models.gaussian_mf import recommend
+
+            top = recommend(model, data, result, args.recommend, n=10, titles=ml.titles)
+            print(f"top 10 for user {args.recommend} (0-based; MovieLens id {args.recommend + 1}), unrated items:")
+            with pd.option_context("display.width", 200, "display.precision", 3):
+                print(top.to_string(index=False))
     if args.out:
         path = result.save(Path(args.out) / f"{args.method}.nc")
         print(f"saved {path}")
@@ -288,6 +299,27 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from inference.mf_benchmark import Settings, benchmark, summary_table
+
+    for name in ("samples", "iters", "epochs"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    settings = Settings(gibbs_samples=args.samples, gibbs_warmup=args.warmup, cavi_iters=args.iters,
+                        svi_epochs=args.epochs, funk_epochs=args.epochs, seed=args.seed)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+
+    def show(row: dict) -> None:
+        extra = f", test LPD {row['test_lpd']:.4f}" if row["test_lpd"] == row["test_lpd"] else ""
+        print(f"  {row['method']:>10s} K={row['K']:<3d} {row['split']:>7s}: RMSE {row['test_rmse']:.4f}{extra}, "
+              f"{row['fit_s']:.1f} s", flush=True)
+    rows = benchmark(args.data, methods, args.Ks, settings, out=args.out, progress=not args.no_progress, on_row=show)
+    print(summary_table(rows))
+    if args.out:
+        print(f"wrote {Path(args.out) / 'benchmark.csv'}, {Path(args.out) / 'benchmark.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="inferlab", description="Bayesian latent-variable models, fitted every way.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -323,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--init", choices=["default", "reference"], default=None,
                    help="CAVI initialisation; 'reference' reproduces the course (ELBO at uniform lambda first, "
                         "then after each eta update)")
+    f.add_argument("--recommend", type=int, default=None, metavar="USER",
+                   help="gaussian-mf on movielens-100k: print the top 10 unrated movies for this 0-based user, "
+                        "with posterior sd, predictive sd and a 90%% interval")
     f.add_argument("--float32", action="store_true", help="float32 instead of float64 (closed-form methods)")
     f.add_argument("--device", default="cpu", help="torch device for closed-form methods (cpu, cuda)")
     f.set_defaults(func=cmd_fit)
@@ -340,6 +375,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--method", choices=["em", "kmeans"], default="em")
     e.add_argument("--plot", default=None, metavar="DIR", help="write the course's mixture plot per K (2-D data)")
     e.set_defaults(func=cmd_em)
+
+    b = sub.add_parser("benchmark", help="gaussian-mf recommender benchmark: every method on the official splits")
+    b.add_argument("model", choices=["gaussian-mf"], help="gaussian-mf")
+    b.add_argument("--data", default="movielens-100k", choices=["movielens-100k", "netflix"],
+                   help="movielens-100k (folds u1..u5) or netflix (MITx 1200 x 1200: the entries complete fills in)")
+    b.add_argument("--K", dest="Ks", type=int, nargs="+", default=[10], help="factor counts, e.g. --K 5 10 20 30")
+    b.add_argument("--methods", default="gibbs,cavi,cavi-fixed,svi,als,funk,svd",
+                   help="comma-separated subset of gibbs, cavi, cavi-fixed, svi, als, funk, svd")
+    b.add_argument("--samples", type=int, default=400, help="Gibbs: kept sweeps (after --warmup)")
+    b.add_argument("--warmup", type=int, default=50, help="Gibbs: discarded sweeps")
+    b.add_argument("--iters", type=int, default=200, help="CAVI: most sweeps")
+    b.add_argument("--epochs", type=int, default=20, help="SVI epochs (and biased SGD epochs)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", default=None, help="folder for benchmark.csv and benchmark.md")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_benchmark)
 
     d = sub.add_parser("data", help="show where each data file is found (downloading missing ones)")
     d.set_defaults(func=cmd_data)

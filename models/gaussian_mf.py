@@ -31,7 +31,7 @@ from models.conjugate import sample_gamma
 from models.gaussian_mf_vb import GaussianMFVB, VBState
 from models.ratings import RatingData, as_rating_data, gram_rhs
 
-__all__ = ["GaussianMF", "RatingData", "as_rating_data", "GibbsState", "VBState", "predict"]
+__all__ = ["GaussianMF", "RatingData", "as_rating_data", "GibbsState", "VBState", "predict", "recommend"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -321,3 +321,44 @@ def predict(model: GaussianMF, train: RatingData, result: Any, rows, cols, *, cl
     S = len(U)
     mean = s1 / S
     return mean.numpy(), torch.sqrt((s2 / S - mean ** 2).clamp_min(0)).numpy()
+
+
+def recommend(model: GaussianMF, train: RatingData, result: Any, user: int, *, n: int = 10, titles=None,
+              exclude_rated: bool = True, clip: tuple[float, float] | None = (1.0, 5.0)):
+    """Top-``n`` items for one user by posterior mean predicted rating, with its uncertainty.
+
+    Returns a pandas DataFrame: item, title (when ``titles`` (M,) is given), mean, sd (posterior sd of the mean
+    rating u_i . v_j + offset across draws), predictive_sd (sqrt(sd^2 + 1 / alpha): the spread of a new rating),
+    and the 90% posterior interval of the mean rating (lo90, hi90). Items the user rated in ``train`` are
+    left out when ``exclude_rated``."""
+    import pandas as pd
+
+    N, M = train.shape
+    if isinstance(user, bool) or not isinstance(user, (int, np.integer)) or not 0 <= user < N:
+        raise ValueError(f"user must be a row index in [0, {N}), got {user!r}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    if titles is not None and len(titles) != M:
+        raise ValueError(f"titles has {len(titles)} entries, the data have {M} items")
+    items = torch.arange(M)
+    if exclude_rated:
+        rated = torch.zeros(M, dtype=torch.bool)
+        rated[train.cols[train.rows == user]] = True
+        items = items[~rated]
+    mean, sd = predict(model, train, result, torch.full((len(items),), user), items, clip=clip)
+    top = np.argsort(-mean, kind="stable")[:n]
+    U = torch.as_tensor(np.asarray(result.posterior["U"])).flatten(0, 1)[:, user]
+    V = torch.as_tensor(np.asarray(result.posterior["V"])).flatten(0, 1)[:, items[top]]
+    draws = (model.offset(train) + (V * U[:, None, :]).sum(-1)).numpy()
+    if clip is not None:
+        draws = np.clip(draws, *clip)
+    if "alpha" in result.posterior and model.noise_prior is not None:
+        noise_var = float(np.mean(1.0 / np.asarray(result.posterior["alpha"])))
+    else:
+        noise_var = 1.0 / model.alpha
+    out = pd.DataFrame({"item": items[top].numpy(), "mean": mean[top], "sd": sd[top],
+                        "predictive_sd": np.sqrt(sd[top] ** 2 + noise_var),
+                        "lo90": np.quantile(draws, 0.05, axis=0), "hi90": np.quantile(draws, 0.95, axis=0)})
+    if titles is not None:
+        out.insert(1, "title", np.asarray(titles)[out["item"].to_numpy()])
+    return out

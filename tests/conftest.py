@@ -10,6 +10,8 @@ SHARED = ROOT.parent / "shared" / "data"
 # Tests read the real data sets from the shared copy (CI exports INFERLAB_DATA; developers may not).
 if "INFERLAB_DATA" not in os.environ and SHARED.is_dir():
     os.environ["INFERLAB_DATA"] = str(SHARED)
+if os.environ.get("INFERLAB_DATA"):  # absolute, so that notebooks and subprocesses run elsewhere find it too
+    os.environ["INFERLAB_DATA"] = str(Path(os.environ["INFERLAB_DATA"]).resolve())
 
 torch.set_num_threads(1)  # tests run two workers on two cores
 
@@ -21,6 +23,8 @@ def have_data(key: str) -> bool:
 
 needs_lastfm = pytest.mark.skipif(not have_data("lastfm/subsampled_last_fm.csv"),
                                   reason="LastFM not available (set INFERLAB_DATA)")
+needs_movielens = pytest.mark.skipif(not have_data("movielens-100k/u1.test"),
+                                     reason="MovieLens-100K not available (set INFERLAB_DATA)")
 
 
 @pytest.fixture(scope="session")

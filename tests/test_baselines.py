@@ -60,3 +60,63 @@ def test_als_reaches_the_svd_optimum_with_tiny_ridge():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Recommender baselines on rating lists (inference/rating_baselines.py)
+
+
+from gmf_helpers import ratings  # noqa: E402
+from inference.rating_baselines import als_sparse, funk_svd, tune_als  # noqa: E402
+
+
+def test_funk_svd_one_epoch_follows_the_update_rules_literally():
+    data = ratings(N=6, M=5, seed=1)
+    K, lr, reg = 3, 0.05, 0.1
+    got = funk_svd(data, K, epochs=1, lr=lr, reg=reg, init_sd=0.3, seed=4)
+    rng = np.random.default_rng(4)  # the same initial draws, then the per-rating rules written out
+    P, Q = 0.3 * rng.standard_normal((6, K)), 0.3 * rng.standard_normal((5, K))
+    b, c = np.zeros(6), np.zeros(5)
+    r_all = data.values.numpy()
+    mu = r_all.mean()
+    for i, j, r in zip(data.rows.numpy(), data.cols.numpy(), r_all):
+        e = r - mu - b[i] - c[j] - sum(P[i, k] * Q[j, k] for k in range(K))
+        b[i], c[j] = b[i] + lr * (e - reg * b[i]), c[j] + lr * (e - reg * c[j])
+        for k in range(K):
+            P[i, k], Q[j, k] = P[i, k] + lr * (e * Q[j, k] - reg * P[i, k]), Q[j, k] + lr * (e * P[i, k] - reg * Q[j, k])
+    for a, e in ((got.P, P), (got.Q, Q), (got.b, b), (got.c, c)):
+        np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("weighted,biases", [(True, True), (False, False), (True, False)])
+def test_als_sparse_item_step_is_the_per_column_ridge_solution(weighted, biases):
+    """The last half-sweep solves every (v_j, c_j) given the final (U, b): checked column by column with numpy."""
+    data = ratings(N=8, M=7, seed=2)
+    lam, K = 0.3, 2
+    fit = als_sparse(data, K, lam=lam, weighted=weighted, biases=biases, iters=2, seed=0)
+    rows, cols, r = data.rows.numpy(), data.cols.numpy(), data.values.numpy() - fit.mu
+    for j in range(7):
+        its = rows[cols == j]
+        W = np.hstack([fit.P[its], np.ones((len(its), 1))]) if biases else fit.P[its]
+        y = r[cols == j] - (fit.b[its] if biases else 0.0)
+        lam_j = lam * max(len(its), 1) if weighted else lam
+        sol = np.linalg.solve(W.T @ W + lam_j * np.eye(W.shape[1]), W.T @ y)
+        np.testing.assert_allclose(fit.Q[j], sol[:K], rtol=1e-9, atol=1e-12)
+        if biases:
+            assert fit.c[j] == pytest.approx(sol[K], rel=1e-9, abs=1e-12)
+
+
+def test_als_sparse_training_error_falls_and_tuning_uses_validation_only():
+    data = ratings(N=30, M=20, seed=5)
+    fit = als_sparse(data, 3, lam=0.05, iters=15)
+    assert fit.trace[-1] <= fit.trace[0] and fit.trace[-1] < 0.9 * float(data.values.std())
+    best, scores = tune_als(data, 3, lams=(0.01, 0.1, 1.0))
+    assert set(scores) == {0.01, 0.1, 1.0} and scores[best] == min(scores.values())
+
+
+@pytest.mark.parametrize("call,match", [(lambda d: als_sparse(d, 0), "K must be"), (lambda d: als_sparse(d, 2, lam=0), "lam"),
+                                        (lambda d: funk_svd(d, 2, lr=-1), "lr"),
+                                        (lambda d: tune_als(d, 2, validation_fraction=1.5), "validation_fraction")])
+def test_rating_baselines_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(ratings())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from inference.cli import main
-from tests.conftest import needs_lastfm
+from tests.conftest import needs_lastfm, needs_movielens
 
 
 def run(args, capsys):
@@ -138,3 +138,26 @@ def test_gaussian_mf_fit_and_compare_synthetic(tmp_path, capsys):
     assert code == 2 and "SVI is implemented for prior='fixed'" in err
     code, out, err = run(["fit", "gaussian-mf", "--method", "gibbs", "--data", "movielens-100k", "--fold", "7"], capsys)
     assert code == 2 and "--fold must be 1..5" in err
+
+
+@needs_movielens
+def test_benchmark_gaussian_mf_movielens_tiny(tmp_path, capsys):
+    code, out, err = run(["benchmark", "gaussian-mf", "--K", "2", "--methods", "gibbs,cavi,als,svd", "--samples", "3",
+                          "--warmup", "1", "--iters", "3", "--out", str(tmp_path), "--no-progress"], capsys)
+    assert code == 0, err
+    assert "RMSE u1" in out and "| gibbs | 2 |" in out and "| als | 2 |" in out
+    assert (tmp_path / "benchmark.csv").is_file() and (tmp_path / "benchmark.md").is_file()
+    import pandas as pd
+    df = pd.read_csv(tmp_path / "benchmark.csv")
+    assert len(df) == 20 and set(df["split"]) == {"u1", "u2", "u3", "u4", "u5"}
+    assert df["test_rmse"].between(0.8, 1.5).all()
+    code, out, err = run(["benchmark", "gaussian-mf", "--methods", "gibbs,nope"], capsys)
+    assert code == 2 and "unknown method" in err
+
+
+@needs_movielens
+def test_fit_gaussian_mf_recommends_titles_with_uncertainty(capsys):
+    code, out, err = run(["fit", "gaussian-mf", "--data", "movielens-100k", "--method", "gibbs", "-K", "2",
+                          "--samples", "5", "--chains", "1", "--recommend", "0", "--no-progress"], capsys)
+    assert code == 0, err
+    assert "top 10 for user 0" in out and "predictive_sd" in out and "title" in out
