@@ -205,6 +205,18 @@ class BayesGMM(MixtureHooks):
         X = mu[z] + torch.randn(n, d, generator=generator, dtype=f64) / torch.sqrt(tau[z])[:, None]
         return {"pi": pi, "mu": mu, "tau": tau, "z": z}, as_mixture_data(X, name=f"synthetic {n}x{d}")
 
+    def simulate(self, size: tuple[int, int], generator: torch.Generator) -> tuple[GibbsState, MixtureData]:
+        """A prior draw as a Gibbs state and ``size`` = (n, d) complete points (for SBC and Geweke tests)."""
+        params, data = self.sample(*size, generator)
+        return GibbsState(params["pi"], params["mu"], params["tau"]), data
+
+    def resimulate(self, state: GibbsState, data: MixtureData, generator: torch.Generator) -> MixtureData:
+        """New points given (pi, mu, tau): z ~ Cat(pi), x ~ N(mu_z, I / tau_z); the missing pattern is kept."""
+        n, d = data.shape
+        z = torch.multinomial(state.pi, n, replacement=True, generator=generator)
+        X = state.mu[z] + torch.randn(n, d, generator=generator, dtype=state.mu.dtype) / torch.sqrt(state.tau[z])[:, None]
+        return as_mixture_data(torch.where(data.mask, X, torch.nan), name=data.name)
+
     def model(self, data: MixtureData) -> None:
         """Pyro model with z enumerated out (use TraceEnum_ELBO, or NUTS, which sums it out)."""
         n, d = data.shape

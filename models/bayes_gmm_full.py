@@ -162,6 +162,16 @@ class BayesGMMFull(MixtureHooks):
         eps = torch.randn(precision.shape[:-1], generator=generator, dtype=precision.dtype)
         return torch.linalg.solve_triangular(L.transpose(-1, -2), eps[..., None], upper=True)[..., 0]
 
+    def simulate(self, size: tuple[int, int], generator: torch.Generator) -> tuple[GibbsState, MixtureData]:
+        """A prior draw as a Gibbs state and ``size`` = (n, D) points (for SBC and Geweke tests)."""
+        params, data = self.sample(*size, generator)
+        return GibbsState(params["pi"], params["mu"], params["Lambda"]), data
+
+    def resimulate(self, state: GibbsState, data: MixtureData, generator: torch.Generator) -> MixtureData:
+        """New points given (pi, mu, Lambda): z ~ Cat(pi), x ~ N(mu_z, Lambda_z^-1)."""
+        z = torch.multinomial(state.pi, data.shape[0], replacement=True, generator=generator)
+        return as_mixture_data(state.mu[z] + self._mvn_noise(state.Lambda[z], generator), name=data.name)
+
     def model(self, data: MixtureData) -> None:
         """Pyro model with z enumerated out."""
         n, D = data.shape

@@ -172,6 +172,49 @@ class GaussianMF(GaussianMFVB):
         return torch.zeros(self.K, dtype=dt), torch.eye(self.K, dtype=dt) / sigma ** 2
 
     # ------------------------------------------------------------------------------------------------
+    # Simulation from the model (SBC and Geweke tests)
+
+    def simulate(self, size: tuple[int, int, float], generator: torch.Generator) -> tuple[GibbsState, RatingData]:
+        """A prior draw as a Gibbs state, and ratings at a random ``size`` = (N, M, observed fraction) of the cells.
+        Needs center=False: a data-dependent offset is not part of the generative model."""
+        if self.center:
+            raise ValueError("simulate: set center=False (the training-mean offset is not part of the generative model)")
+        N, M, frac = size
+        dt = torch.float64
+        mask = torch.rand(N, M, generator=generator, dtype=dt) < frac
+        mask[0, 0] = True
+        rows, cols = torch.nonzero(mask, as_tuple=True)  # row-major
+        hyper = []
+        for side, n, sigma in (("U", N, self.sigma_U), ("V", M, self.sigma_V)):
+            if self.prior == "bpmf":
+                Lam = sample_wishart(self.w0 * torch.eye(self.K, dtype=dt)[None], torch.tensor([float(self.K)], dtype=dt),
+                                     generator)[0]
+                mu = self._mvn_draw(self.beta0 * Lam, torch.zeros(self.K, dtype=dt), generator)
+            else:
+                mu, Lam = self._fixed_hyper(sigma, dt)
+            F = self._mvn_draw(Lam, mu.expand(n, -1), generator)
+            hyper.append((F, mu, Lam))
+        (U, mu_U, Lam_U), (V, mu_V, Lam_V) = hyper
+        alpha = (sample_gamma(torch.tensor(self.noise_prior[0], dtype=dt), torch.tensor(self.noise_prior[1], dtype=dt),
+                              generator) if self.noise_prior is not None else torch.tensor(self.alpha, dtype=dt))
+        state = GibbsState(U, V, mu_U, Lam_U, mu_V, Lam_V, alpha)
+        skeleton = RatingData(rows, cols, torch.zeros(len(rows), dtype=dt), (N, M), f"synthetic {N}x{M}")
+        return state, self.resimulate(state, skeleton, generator)
+
+    def resimulate(self, state: GibbsState, data: RatingData, generator: torch.Generator) -> RatingData:
+        """New ratings at the same cells: r_ij ~ N(u_i . v_j, 1 / alpha)."""
+        pred = (state.U[data.rows] * state.V[data.cols]).sum(-1)
+        noise = torch.randn(len(data), generator=generator, dtype=pred.dtype) / torch.sqrt(state.alpha)
+        return RatingData(data.rows, data.cols, pred + noise, data.shape, data.name)
+
+    @staticmethod
+    def _mvn_draw(precision: torch.Tensor, mean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Draws of N(mean, precision^-1), one per row of mean (R, K) or a single one for mean (K,)."""
+        L = torch.linalg.cholesky(precision)  # x = mean + L^-T eps has covariance precision^-1
+        eps = torch.randn(mean.reshape(-1, mean.shape[-1]).shape, generator=generator, dtype=mean.dtype)
+        return mean + torch.linalg.solve_triangular(L.T, eps.T, upper=True).T.reshape(mean.shape)
+
+    # ------------------------------------------------------------------------------------------------
     # Gibbs
 
     def gibbs_init(self, data: RatingData, generator: torch.Generator) -> GibbsState:

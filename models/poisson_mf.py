@@ -154,6 +154,18 @@ class PoissonMF:
     # ------------------------------------------------------------------------------------------------
     # Generative model
 
+    def simulate(self, size: tuple[int, int], generator: torch.Generator) -> tuple[GibbsState, CountMatrix]:
+        """A prior draw as a Gibbs state and counts of shape ``size`` = (N, M) (for SBC and Geweke tests)."""
+        params, X = self.sample(*size, generator)
+        return GibbsState(params["theta"], params["eta"]), X
+
+    def resimulate(self, state: GibbsState, data: CountMatrix, generator: torch.Generator) -> CountMatrix:
+        """New counts X ~ Poisson(theta eta^T) given the latents, same shape (an all-zero draw gets one count)."""
+        X = torch.poisson(state.theta @ state.eta.T, generator=generator)
+        if not (X > 0).any():
+            X[0, 0] = 1.0
+        return as_count_matrix(X, dtype=data.dtype, name=data.name)
+
     def sample(self, N: int, M: int, generator: torch.Generator, *,
                dtype: torch.dtype = torch.float64) -> tuple[dict[str, torch.Tensor], CountMatrix]:
         """Draw latents from the prior and counts from the likelihood (eq. 1).

@@ -1,0 +1,152 @@
+"""Calibration of every Gibbs sampler (SBC, Geweke), detection of a deliberately broken conditional, VSBC for
+CAVI, and the sweep executors (serial, local processes, a real Dask LocalCluster; resumable)."""
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from inference.calibration import geweke, sbc, sbc_replication, vsbc
+from inference.sweep import get_executor, run_sweep
+from models import BayesGMM, PoissonMF
+from models.bayes_gmm_full import BayesGMMFull
+from models.gaussian_mf import GaussianMF
+
+SERIAL = get_executor("serial")
+
+CASES = {
+    "poisson-mf": (PoissonMF(K=2, a_theta=2.0, b_theta=2.0, a_eta=2.0, b_eta=1.0), (4, 5), dict(warmup=200, thin=10)),
+    "bayes-gmm": (BayesGMM(K=2), (10, 1), dict(warmup=100, thin=3)),
+    "bayes-gmm-full": (BayesGMMFull(K=2), (10, 2), dict(warmup=100, thin=3)),
+    "gaussian-mf": (GaussianMF(K=1, prior="fixed", center=False, noise_prior=(3.0, 1.0)), (4, 3, 0.7),
+                    dict(warmup=100, thin=2)),
+    "gaussian-mf-bpmf": (GaussianMF(K=2, prior="bpmf", center=False, noise_prior=(3.0, 1.0)), (5, 4, 0.7),
+                         dict(warmup=100, thin=2)),
+}
+
+
+@dataclass(frozen=True)
+class BrokenGaussianMF(GaussianMF):
+    """Eq. 1 with the prior term counted (1 + error) times: error = -1 drops it, +1 doubles it (typical slips)."""
+
+    error: float = -1.0
+
+    def row_conditional(self, data, F_other, mu, Lam, side, alpha=None):
+        P, b = super().row_conditional(data, F_other, mu, Lam, side, alpha)
+        P = P + self.error * Lam[None] + (1e-3 * torch.eye(self.K, dtype=P.dtype) if self.error == -1 else 0)
+        return P, b + self.error * (Lam @ mu)[None]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_sbc_ranks_of_every_gibbs_sampler_are_uniform(name):
+    model, size, kw = CASES[name]
+    res = sbc(model, "gibbs", num_replications=100, size=size, num_draws=19, bins=5, seed=1, executor=SERIAL,
+              progress=False, **kw)
+    assert all(len(r) == 100 and r.min() >= 0 and r.max() <= 19 for r in res.ranks.values())
+    assert res.min_pvalue_bonferroni > 1e-3, res.pvalues
+
+
+@pytest.mark.slow
+def test_sbc_detects_a_broken_conditional():
+    _, size, kw = CASES["gaussian-mf"]
+    broken = BrokenGaussianMF(K=1, prior="fixed", center=False, noise_prior=(3.0, 1.0))
+    res = sbc(broken, "gibbs", num_replications=100, size=size, num_draws=19, bins=5, seed=1, executor=SERIAL,
+              progress=False, **kw)
+    assert res.min_pvalue_bonferroni < 1e-4, res.pvalues
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_geweke_joint_distribution_test_passes_for_every_gibbs_sampler(name):
+    model, size, _ = CASES[name]
+    res = geweke(model, size, num_marginal=3000, num_successive=6000, seed=2, progress=False)
+    assert len(res.table) >= 4
+    assert res.max_abs_z < 4.5, res.table.to_string()
+
+
+@pytest.mark.slow
+def test_geweke_detects_a_broken_conditional():
+    """A doubled prior term (a dropped one makes the successive chain drift off, with an ESS too small for a z-test:
+    SBC above catches that one)."""
+    _, size, _ = CASES["gaussian-mf"]
+    broken = BrokenGaussianMF(K=1, prior="fixed", center=False, noise_prior=(3.0, 1.0), error=1.0)
+    res = geweke(broken, size, num_marginal=3000, num_successive=6000, seed=2, progress=False)
+    assert res.max_abs_z > 6, res.table.to_string()
+
+
+@pytest.mark.slow
+def test_vsbc_quantiles_of_cavi_are_symmetric():
+    """Gaussian MF CAVI (fixed prior, K=1): the posterior quantile of the truth under q is symmetric about 1/2."""
+    from scipy.stats import ks_2samp
+
+    model = GaussianMF(K=1, prior="fixed", center=False, noise_prior=(3.0, 1.0))
+    q = vsbc(model, num_replications=60, size=(4, 3, 0.7), num_iters=100, num_samples=400, seed=3, progress=False)
+    for k, p in q.items():
+        assert p.shape == (60,) and ((p >= 0) & (p <= 1)).all()
+        assert ks_2samp(p, 1 - p).pvalue > 1e-3, (k, np.round(np.sort(p), 2))
+
+
+# ---------------------------------------------------------------------------------------------------
+# executors
+
+def small_tasks(n=6):
+    model, size, kw = CASES["gaussian-mf"]
+    return {f"rep-{r}": dict(model=model, method="gibbs", seed=r, size=size, num_draws=9, **kw) for r in range(n)}
+
+
+@pytest.mark.slow
+def test_local_processes_and_a_real_dask_local_cluster_give_identical_results(tmp_path):
+    from distributed import Client, LocalCluster
+
+    tasks = small_tasks()
+    serial = run_sweep(sbc_replication, tasks, executor=SERIAL, progress=False)
+    local = get_executor("local", workers=2)
+    try:
+        processes = run_sweep(sbc_replication, tasks, executor=local, progress=False)
+    finally:
+        local.close()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        dask = run_sweep(sbc_replication, tasks, executor=get_executor(client), progress=False,
+                         out=tmp_path / "dask")
+        by_address = get_executor(cluster.scheduler_address)  # the --scheduler tcp://HOST:PORT path
+        try:
+            dask2 = run_sweep(sbc_replication, tasks, executor=by_address, progress=False)
+        finally:
+            by_address.close()
+    assert serial == processes == dask == dask2
+    assert sorted(p.name for p in (tmp_path / "dask").glob("*.json")) == sorted(f"{k}.json" for k in tasks)
+
+
+def test_sweep_resumes_and_loses_no_finished_work(tmp_path):
+    calls = []
+
+    def task(x, fail=False):
+        calls.append(x)
+        if fail:
+            raise RuntimeError("interrupted")
+        return {"x2": x * x}
+
+    tasks = {f"t{i}": {"x": i, "fail": i == 3} for i in range(5)}
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run_sweep(task, tasks, out=tmp_path, executor=SERIAL, progress=False)
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["t0.json", "t1.json", "t2.json"]
+    assert json.loads((tmp_path / "t2.json").read_text()) == {"x2": 4}
+    calls.clear()
+    tasks["t3"]["fail"] = False
+    out = run_sweep(task, tasks, out=tmp_path, executor=SERIAL, progress=False)
+    assert calls == [3, 4]  # the finished replications are not rerun
+    assert out == {f"t{i}": {"x2": i * i} for i in range(5)}
+    assert not list(tmp_path.glob(".*"))  # no temporary files left
+
+
+def test_executor_and_sbc_argument_errors():
+    with pytest.raises(ValueError, match="scheduler"):
+        get_executor("not-an-address")
+    with pytest.raises(ValueError, match="bins"):
+        sbc(CASES["gaussian-mf"][0], num_replications=2, size=(3, 3, 0.5), num_draws=10, bins=4, executor=SERIAL)
+    with pytest.raises(ValueError, match="task keys"):
+        run_sweep(lambda: {}, {"a/b": {}}, executor=SERIAL, progress=False)
