@@ -44,5 +44,39 @@ def make_result(method: str, model: Any, data: Any, *, posterior: dict, point: d
     dims = dict(model.dims)
     dims.update(getattr(model, "invariant_dims", {}))
     coords = model.coords(data) if hasattr(model, "coords") else {}
+    log_lik = pointwise_log_likelihood(model, data, posterior, attrs)
     return InferenceResult(method, model, posterior, point, variational, trace, sample_stats or {}, attrs, dims,
-                           coords, data)
+                           coords, data, log_lik)
+
+
+MAX_LOG_LIK_ENTRIES = 20_000_000
+
+
+def pointwise_log_likelihood(model: Any, data: Any, posterior: dict, attrs: dict) -> dict[str, Any]:
+    """log p(y_i | theta_s) per observation and draw (chain, draw, n), for ArviZ's loo/waic, when the model
+    declares ``pointwise_log_lik`` and the array stays under MAX_LOG_LIK_ENTRIES (else noted in attrs)."""
+    if not hasattr(model, "pointwise_log_lik") or not posterior:
+        return {}
+    first = next(iter(posterior.values()))
+    S = int(np.prod(np.shape(first)[:2]))
+    with torch.no_grad():
+        probe = model.pointwise_log_lik(data, **{k: torch.as_tensor(np.asarray(v))[:1, :1] for k, v in posterior.items()})
+        n = sum(int(np.prod(v.shape[2:])) for v in probe.values())
+        if n * S > MAX_LOG_LIK_ENTRIES:
+            attrs["log_likelihood"] = f"not stored: {S} draws x {n} observations exceeds {MAX_LOG_LIK_ENTRIES}"
+            return {}
+        out = model.pointwise_log_lik(data, **{k: torch.as_tensor(np.asarray(v)) for k, v in posterior.items()})
+    return {k: v.detach().cpu().numpy() for k, v in out.items()}
+
+
+def vi_khat(model: Any, params: Any, draws: dict) -> dict[str, Any]:
+    """PSIS k-hat of a variational q (draws from q with their "log_joint"), when the model declares ``log_q``."""
+    from inference.results import psis_khat
+
+    if not hasattr(model, "log_q") or "log_joint" not in draws:
+        return {}
+    with torch.no_grad():
+        log_w = (torch.as_tensor(draws["log_joint"]) - model.log_q(params, draws)).cpu().numpy()
+    k = psis_khat(log_w)
+    verdict = "good (< 0.5)" if k < 0.5 else ("usable (0.5-0.7)" if k < 0.7 else "unreliable (> 0.7)")
+    return {"psis_khat": k, "psis_khat_verdict": verdict}

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from inference._common import check_positive_int, make_result
+from inference._common import check_positive_int, make_result, vi_khat
 from inference.driver import resolve_seed, run_loop
 from inference.results import InferenceResult
 
@@ -75,11 +75,13 @@ def fit_cavi(model: Any, data: Any, *, seed: int | torch.Generator, num_iters: i
     params = state.params
     draws = model.sample_q(params, num_samples, generator)
     draws.update(model.invariants(data, **draws))
+    khat = vi_khat(model, params, draws)
     mean = model.posterior_mean(params)
     mean.update({k: v.mean(0) for k, v in draws.items() if k not in mean})
     extra = {"num_iters": out.num_iters, "converged": out.converged, "diverged": out.diverged,
              "monotone_violations": out.decreases, "largest_relative_decrease": out.largest_decrease,
              "init": init if isinstance(init, str) else "given", "elbo_at": elbo_at, "objective_name": "elbo"}
+    extra.update(khat)
     extra.update(model.objective_attrs(data, out.objective[-1]))
     trace = {"objective": torch.tensor(out.objective, dtype=torch.float64),
              "seconds": torch.tensor(seconds, dtype=torch.float64)}

@@ -5,6 +5,8 @@
     inferlab em netflix --K 1 12 --seeds 0 1 2 3 4
     inferlab fit gaussian-mf --data movielens-100k --fold 1 --method gibbs -K 10 --noise-prior 1 1 --recommend 0
     inferlab benchmark gaussian-mf --data movielens-100k --K 5 10 20 30 --out DIR
+    inferlab sbc gaussian-mf --replications 200 --out DIR [--scheduler tcp://HOST:PORT]
+    inferlab geweke bayes-gmm-full
     inferlab data                      # where each data set is looked up, and whether it is there
 
 Errors in the input (bad counts, K < 1, unknown names, unreadable files) print one line on stderr
@@ -320,6 +322,71 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+CALIBRATION_SIZES = {"poisson-mf": (4, 5), "bayes-gmm": (10, 1), "bayes-gmm-full": (10, 2), "gaussian-mf": (4, 3, 0.7)}
+CALIBRATION_SAMPLER = {"poisson-mf": (200, 10), "bayes-gmm": (100, 3), "bayes-gmm-full": (100, 3), "gaussian-mf": (100, 2)}
+
+
+def _calibration_model(args: argparse.Namespace) -> Any:
+    extra = _extra(args)
+    if args.model == "gaussian-mf":
+        extra.update(center=False, noise_prior=extra["noise_prior"] or (3.0, 1.0))
+    return _model(args.model, args.K, args.hyper, extra)
+
+
+def _size(args: argparse.Namespace) -> tuple:
+    default = CALIBRATION_SIZES.get(args.model)
+    if args.size is None:
+        return default
+    if len(args.size) != len(default):
+        raise UsageError(f"--size for {args.model} takes {len(default)} numbers, like {' '.join(map(str, default))}")
+    return tuple(float(v) if isinstance(d, float) else int(v) for v, d in zip(args.size, default))
+
+
+def cmd_sbc(args: argparse.Namespace) -> int:
+    import time
+
+    from inference.calibration import sbc
+    from inference.sweep import get_executor
+
+    model = _calibration_model(args)
+    warmup, thin = CALIBRATION_SAMPLER[args.model]
+    executor = get_executor(args.scheduler, workers=args.workers)
+    start = time.perf_counter()
+    try:
+        res = sbc(model, args.method, num_replications=args.replications, size=_size(args), num_draws=args.draws,
+                  warmup=args.warmup or warmup, thin=args.thin or thin, bins=args.bins, seed=args.seed,
+                  executor=executor, out=Path(args.out) / "replications" if args.out else None,
+                  progress=not args.no_progress)
+    finally:
+        executor.close()
+    wall = time.perf_counter() - start
+    print(f"SBC of {args.method} on {args.model} ({res.label}): {args.replications} replications, {res.num_draws} "
+          f"draws each, {wall:.1f} s on {executor.name}")
+    for k, p in res.pvalues.items():
+        print(f"  {k:>16s}  chi-square uniformity p = {p:.4f}")
+    print(f"  smallest p x {len(res.pvalues)} (Bonferroni) = {res.min_pvalue_bonferroni:.4f}"
+          + ("   <- not uniform: the sampler or a derivation is suspect" if res.min_pvalue_bonferroni < 0.01 else ""))
+    if args.out:
+        path = Path(args.out) / f"sbc_{args.model}_{args.method}.png"
+        res.plot(path)
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_geweke(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from inference.calibration import geweke
+
+    res = geweke(_calibration_model(args), _size(args), num_marginal=args.marginal, num_successive=args.successive,
+                 seed=args.seed, progress=not args.no_progress)
+    with pd.option_context("display.width", 200, "display.precision", 4):
+        print(res.table.to_string(index=False))
+    print(f"max |z| = {res.max_abs_z:.2f}" + ("   <- the Gibbs sweep does not leave the posterior invariant"
+                                              if res.max_abs_z > 4 else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="inferlab", description="Bayesian latent-variable models, fitted every way.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -391,6 +458,39 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None, help="folder for benchmark.csv and benchmark.md")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_benchmark)
+
+    def calibration(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("model", help=f"model name ({', '.join(MODEL_NAMES)})")
+        sp.add_argument("-K", type=int, default=2)
+        sp.add_argument("--hyper", nargs="*", default=[], metavar="NAME=VALUE")
+        sp.add_argument("--prior", choices=["bpmf", "fixed"], default="fixed", help="gaussian-mf prior")
+        sp.add_argument("--noise-prior", type=float, nargs=2, default=None, metavar=("A", "B"),
+                        help="gaussian-mf: Gamma(A, B) on the noise precision (default 3 1)")
+        sp.add_argument("--size", nargs="+", default=None,
+                        help="problem size drawn from the prior: N M (poisson-mf), n d (mixtures), N M fraction "
+                             "(gaussian-mf); small by default")
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--no-progress", action="store_true")
+
+    sb = sub.add_parser("sbc", help="simulation-based calibration of a sampler (rank histograms, uniformity tests)")
+    calibration(sb)
+    sb.add_argument("--method", choices=["gibbs", "nuts"], default="gibbs")
+    sb.add_argument("--replications", type=int, default=200)
+    sb.add_argument("--draws", type=int, default=99, help="posterior draws per replication (bins must divide draws+1)")
+    sb.add_argument("--bins", type=int, default=10)
+    sb.add_argument("--warmup", type=int, default=None)
+    sb.add_argument("--thin", type=int, default=None)
+    sb.add_argument("--scheduler", default=None,
+                    help="'local' processes (default), 'serial', or a Dask scheduler address tcp://HOST:PORT")
+    sb.add_argument("--workers", type=int, default=None, help="local processes (default: one per core)")
+    sb.add_argument("--out", default=None, help="folder: replications/ (resumable) and the rank-histogram plot")
+    sb.set_defaults(func=cmd_sbc)
+
+    gw = sub.add_parser("geweke", help="Geweke's joint-distribution test of a Gibbs sampler")
+    calibration(gw)
+    gw.add_argument("--marginal", type=int, default=3000, help="marginal-conditional draws")
+    gw.add_argument("--successive", type=int, default=6000, help="successive-conditional sweeps")
+    gw.set_defaults(func=cmd_geweke)
 
     d = sub.add_parser("data", help="show where each data file is found (downloading missing ones)")
     d.set_defaults(func=cmd_data)

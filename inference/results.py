@@ -64,6 +64,8 @@ class InferenceResult:
         dims: name -> dimension names of the event axes.
         coords: dimension name -> labels.
         data: the data object the result was fitted to (kept in memory only, not saved).
+        log_likelihood: name -> (chain, draw, n) pointwise log p(y_i | theta) per observation (ArviZ's
+            log_likelihood group, for loo/waic), when the model declares ``pointwise_log_lik``.
     """
 
     method: str
@@ -77,6 +79,7 @@ class InferenceResult:
     dims: dict[str, tuple[str, ...]] = field(default_factory=dict)
     coords: dict[str, np.ndarray] = field(default_factory=dict)
     data: Any = field(default=None, repr=False)
+    log_likelihood: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("posterior", "point", "variational", "trace", "sample_stats", "coords"):
@@ -124,6 +127,7 @@ class InferenceResult:
 
         coords = {k: list(v) for k, v in self.coords.items()}
         idata = az.from_dict(posterior=self.posterior, sample_stats=self.sample_stats or None,
+                             log_likelihood=self.log_likelihood or None,
                              dims={k: list(v) for k, v in self.dims.items()}, coords=coords)
         idata.posterior.attrs["inferlab"] = json.dumps(self._meta())
 
@@ -197,7 +201,7 @@ class InferenceResult:
         sample_stats = group("sample_stats") or {}
         return cls(meta["method"], model, group("posterior"), group("point") or {}, group("variational"),
                    group("trace") or {}, sample_stats, meta["attrs"],
-                   {k: tuple(v) for k, v in meta["dims"].items()}, coords)
+                   {k: tuple(v) for k, v in meta["dims"].items()}, coords, None, group("log_likelihood") or {})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -226,3 +230,38 @@ def ess(draws: np.ndarray, kind: str = "bulk") -> np.ndarray:
 def mcse_mean(draws: np.ndarray) -> np.ndarray:
     """Monte Carlo standard error of the posterior mean per event element."""
     return _diag("mcse", draws, method="mean")
+
+
+def psis_khat(log_weights: np.ndarray) -> float:
+    """Pareto k-hat of importance weights log p(theta, y) - log q(theta) over draws from q (Vehtari et al.,
+    PSIS): below 0.5 the approximation is good for importance sampling, 0.5-0.7 usable, above 0.7 unreliable."""
+    az = _arviz()
+    lw = np.asarray(log_weights, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(lw)):
+        return float("inf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, k = az.psislw(lw - lw.max())
+    return float(np.asarray(k).reshape(-1)[0])
+
+
+def plot_sampler_diagnostics(result: "InferenceResult", var: str, rank_path, trace_path, max_entries: int = 4) -> list[Path]:
+    """Rank plot and trace plot (ArviZ) of the first ``max_entries`` entries of one posterior quantity."""
+    import matplotlib.pyplot as plt
+
+    from inference.plots import save_figure
+
+    az = _arviz()
+    draws = np.asarray(result.posterior[var])
+    flat = draws.reshape(draws.shape[0], draws.shape[1], -1)[..., :max_entries]
+    ds = az.convert_to_dataset({var: flat}, dims={var: ["entry"]})
+    files = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for kind, path in (("rank", rank_path), ("trace", trace_path)):
+            axes = az.plot_rank(ds, var_names=[var]) if kind == "rank" else az.plot_trace(ds, var_names=[var])
+            fig = np.asarray(axes).reshape(-1)[0].get_figure()
+            fig.suptitle(f"{result.method}: {kind} plot of {var} (first {flat.shape[-1]})", fontsize=9)
+            files.append(save_figure(fig, path))
+            plt.close(fig)
+    return files

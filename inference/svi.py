@@ -17,7 +17,7 @@ import pyro.optim
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
-from inference._common import check_positive_int, make_result
+from inference._common import check_positive_int, make_result, vi_khat
 from inference.driver import run_loop
 from inference.results import InferenceResult
 
@@ -114,10 +114,12 @@ def fit_svi(model: Any, data: Any, *, seed: int, num_iters: int = 1000, lr: floa
         params = {k: pyro.param(k).detach().clone() for k in names}
     draws = model.sample_q_guide(params, num_samples, generator)
     draws.update(model.invariants(data, **draws))
+    khat = vi_khat(model, params, draws)
     mean = model.guide_mean(params)
     mean.update({k: v.mean(0) for k, v in draws.items() if k not in mean})
     extra = {"num_iters": out.num_iters, "diverged": out.diverged, "lr": lr, "elbo_estimator": loss_cls.__name__,
              "num_particles": num_particles, "objective_name": "elbo (Monte Carlo estimate)"}
+    extra.update(khat)
     if hasattr(model, "elbo_from_guide"):
         closed = float(model.elbo_from_guide(data, params))
         extra["elbo"] = closed

@@ -144,13 +144,22 @@ class MixtureHooks:
         te, tr = perm[:k], perm[k:]
         return (MixtureData(data.X[tr], data.mask[tr], data.name), MixtureData(data.X[te], data.mask[te], data.name))
 
+    def pointwise_log_lik(self, data: MixtureData, pi: torch.Tensor, mu: torch.Tensor, **rest) -> dict[str, torch.Tensor]:
+        """log p(x_u | pi, mu, precision) per row, z summed out: {"x": (..., n)} for draws with leading dims."""
+        prec = torch.as_tensor(rest[self.precision_site])
+        pi, mu = torch.as_tensor(pi), torch.as_tensor(mu)
+        lead = pi.shape[:-1]
+        flat = [t.reshape((-1,) + t.shape[len(lead):]) for t in (pi, mu, prec)]
+        ll = torch.stack([torch.logsumexp(torch.log(p)[None] + self.component_log_lik(data, m, t), 1)
+                          for p, m, t in zip(*flat)])
+        return {"x": ll.reshape(lead + (data.shape[0],))}
+
     def heldout_score(self, result: Any, test: MixtureData, test_fraction: float) -> dict[str, float]:
         """Log predictive density per held-out row, log mean_s p(x_u | pi_s, mu_s, tau_s) over all draws
         (label-invariant)."""
-        pi, mu, tau = (torch.as_tensor(np.asarray(result.posterior[k])).flatten(0, 1)
-                       for k in ("pi", "mu", self.precision_site))
-        ll = torch.stack([torch.logsumexp(torch.log(p)[None] + self.component_log_lik(test, m, t), 1)
-                          for p, m, t in zip(pi, mu, tau)])  # (S, n_test)
+        draws = {k: torch.as_tensor(np.asarray(result.posterior[k])).flatten(0, 1)
+                 for k in ("pi", "mu", self.precision_site)}
+        ll = self.pointwise_log_lik(test, **draws)["x"]  # (S, n_test)
         lpd = torch.logsumexp(ll, 0) - math.log(ll.shape[0])
         return {"heldout_lpd_per_row": float(lpd.mean())}
 
@@ -328,6 +337,13 @@ class BayesGMM(MixtureHooks):
 
     def posterior_mean(self, params: NGParams) -> dict[str, torch.Tensor]:
         return {"pi": params.alpha / params.alpha.sum(), "mu": params.m, "tau": params.a / params.b}
+
+    def log_q(self, params: NGParams | dict, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log q(pi, mu, tau) of draws (S, ...) -> (S,) (for PSIS importance weights p / q)."""
+        p = NGParams(**{k: torch.as_tensor(v) for k, v in params.items()}) if isinstance(params, dict) else params
+        pi, mu, tau = (torch.as_tensor(draws[k]) for k in ("pi", "mu", "tau"))
+        return (dist.Dirichlet(p.alpha).log_prob(pi) + dist.Gamma(p.a, p.b).log_prob(tau).sum(-1)
+                + dist.Normal(p.m, 1.0 / torch.sqrt(p.beta * tau[..., None])).log_prob(mu).sum((-1, -2)))
 
     # ------------------------------------------------------------------------------------------------
     # SVI guide: the CAVI family for (pi, mu, tau); z is enumerated out in the model (TraceEnum_ELBO)

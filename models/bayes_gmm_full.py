@@ -323,6 +323,17 @@ class BayesGMMFull(MixtureHooks):
     def posterior_mean(self, params: NWParams) -> dict[str, torch.Tensor]:
         return {"pi": params.alpha / params.alpha.sum(), "mu": params.m, "Lambda": params.nu[:, None, None] * params.W}
 
+    def log_q(self, params: NWParams | dict, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log q(pi, mu, Lambda) of draws (S, ...) -> (S,) (for PSIS importance weights p / q)."""
+        if isinstance(params, dict):  # a guide's parameters, or a stored variational group
+            params = {k: torch.as_tensor(v) for k, v in params.items()}
+            p = NWParams(**params) if "nu" in params else self._from_guide(params)
+        else:
+            p = params
+        pi, mu, Lam = (torch.as_tensor(draws[k]) for k in ("pi", "mu", "Lambda"))
+        return (dist.Dirichlet(p.alpha).log_prob(pi) + dist.Wishart(p.nu, covariance_matrix=p.W).log_prob(Lam).sum(-1)
+                + dist.MultivariateNormal(p.m, precision_matrix=p.beta[:, None, None] * Lam).log_prob(mu).sum(-1))
+
     # ------------------------------------------------------------------------------------------------
     # SVI guide: CAVI's family for (pi, mu, Lambda); z is enumerated out in the model (TraceEnum_ELBO).
     # The Wishart degrees of freedom are stored as nu_excess = nu - (D - 1) > 0.

@@ -305,6 +305,15 @@ class GaussianMF(GaussianMFVB):
         args = [hyper.get(k) for k in ("mu_U", "Lambda_U", "mu_V", "Lambda_V", "alpha")]
         return {"pred": pred, "log_joint": self.log_joint(data, U, V, *args)}
 
+    def pointwise_log_lik(self, data: RatingData, U: torch.Tensor, V: torch.Tensor, alpha=None, **_) -> dict[str, torch.Tensor]:
+        """log N(r_ij; offset + u_i . v_j, 1 / alpha) per observed rating: {"r": (..., n)}."""
+        U, V = torch.as_tensor(U), torch.as_tensor(V)
+        pred = self.offset(data) + (U[..., data.rows, :] * V[..., data.cols, :]).sum(-1)
+        alpha = torch.as_tensor(alpha if alpha is not None and self.noise_prior is not None else self.alpha,
+                                dtype=pred.dtype)
+        sd = (1.0 / torch.sqrt(alpha))[..., None] if alpha.dim() else 1.0 / torch.sqrt(alpha)
+        return {"r": dist.Normal(pred, sd).log_prob(data.values)}
+
     def split(self, data: RatingData, test_fraction: float, generator: torch.Generator):
         """Hold out a random ``test_fraction`` of the ratings."""
         perm = torch.randperm(len(data), generator=generator)

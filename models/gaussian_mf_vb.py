@@ -231,6 +231,24 @@ class GaussianMFVB:
                                         generator)
         return out
 
+    def log_q(self, params: VBState | dict, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log q of draws (S, ...) of every latent q covers -> (S,) (for PSIS importance weights p / q)."""
+        if isinstance(params, dict):  # a guide's parameters, or a stored variational group
+            params = {k: torch.as_tensor(v) for k, v in params.items()}
+            st = self.vb_state_from_guide(params) if "U_tril" in params else VBState(**params)
+        else:
+            st = params
+        lq = (dist.MultivariateNormal(st.U_mean, covariance_matrix=st.U_cov).log_prob(draws["U"]).sum(-1)
+              + dist.MultivariateNormal(st.V_mean, covariance_matrix=st.V_cov).log_prob(draws["V"]).sum(-1))
+        for side in ("U", "V") if self.prior == "bpmf" else ():
+            m, beta, W, nu = (getattr(st, p + side) for p in ("m", "beta", "W", "nu"))
+            Lam = draws["Lambda_" + side]
+            lq = lq + dist.Wishart(nu, covariance_matrix=W).log_prob(Lam)
+            lq = lq + dist.MultivariateNormal(m, precision_matrix=beta * Lam).log_prob(draws["mu_" + side])
+        if st.a_alpha is not None:
+            lq = lq + dist.Gamma(st.a_alpha, st.b_alpha).log_prob(draws["alpha"])
+        return lq
+
     def posterior_mean(self, params: VBState) -> dict[str, torch.Tensor]:
         out = {"U": params.U_mean, "V": params.V_mean}
         if params.a_alpha is not None:

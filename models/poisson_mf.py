@@ -423,6 +423,13 @@ class PoissonMF:
 
     guide_mean = posterior_mean
 
+    def log_q(self, params: PoissonMFParams | dict, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log q(theta, eta) of draws (S, ...) -> (S,) (for PSIS importance weights p / q)."""
+        p = params._asdict() if isinstance(params, PoissonMFParams) else params
+        return sum(gamma_log_pdf(torch.as_tensor(draws[k]), torch.as_tensor(p[f"{k}_shape"]),
+                                 torch.as_tensor(p[f"{k}_rate"])).sum((-1, -2))
+                   for k in ("theta", "eta"))
+
     def sample_q_guide(self, params: dict[str, torch.Tensor], num_samples: int,
                        generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Draws from the guide at fixed parameters (same family as CAVI's q(theta) q(eta))."""
@@ -493,6 +500,13 @@ class PoissonMF:
         :meth:`invariant_cells` and "log_joint" (...)."""
         r, c = self.invariant_cells(data)
         return {"rate": (theta[..., r, :] * eta[..., c, :]).sum(-1), "log_joint": self.log_joint(data, theta, eta)}
+
+    def pointwise_log_lik(self, data: CountMatrix, theta: torch.Tensor, eta: torch.Tensor, **_) -> dict[str, torch.Tensor]:
+        """log Poisson(x_nm | theta_n . eta_m) for every cell (zeros included), row-major: {"x": (..., N M)}."""
+        X = torch.zeros(data.shape, dtype=theta.dtype)
+        X[data.rows, data.cols] = data.values.to(theta.dtype)
+        rates = torch.as_tensor(theta) @ torch.as_tensor(eta).transpose(-1, -2)
+        return {"x": poisson_log_pmf(X, rates).reshape(rates.shape[:-2] + (-1,))}
 
     def predicted_rates(self, theta: torch.Tensor, eta: torch.Tensor, rows: torch.Tensor,
                         cols: torch.Tensor) -> torch.Tensor:

@@ -42,9 +42,16 @@ def test_compare_writes_table_plots_and_results(tmp_path, capsys):
                           "--iters", "40", "--samples", "40", "--out", str(tmp_path), "--no-progress"], capsys)
     assert code == 0, err
     assert "heldout_loglik_per_count" in out and "reference method for agreement: gibbs" in out
-    for f in ("table.md", "table.csv", "traces.png", "agreement.png", "cavi.nc", "gibbs.nc", "svi.nc"):
+    for f in ("table.md", "table.csv", "traces.png", "agreement.png", "sd_ratio.png", "gibbs_rank.png",
+              "gibbs_trace.png", "report.md", "cavi.nc", "gibbs.nc", "svi.nc"):
         assert (tmp_path / f).is_file(), f
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    report = (tmp_path / "report.md").read_text()
+    assert "![sd_ratio](sd_ratio.png)" in report and "psis_khat" in report and "max_rhat" in report
+    import pandas as pd
+    table = pd.read_csv(tmp_path / "table.csv").set_index("method")
+    assert table.loc["gibbs", "max_rhat"] > 0.9 and 0 < table.loc["cavi", "sd_ratio_median_vs_gibbs"]
+    assert np.isfinite(table.loc["cavi", "psis_khat"]) and np.isfinite(table.loc["svi", "max_abs_z_vs_gibbs"])
 
 
 @pytest.mark.parametrize("args,message", [
@@ -161,3 +168,18 @@ def test_fit_gaussian_mf_recommends_titles_with_uncertainty(capsys):
                           "--samples", "5", "--chains", "1", "--recommend", "0", "--no-progress"], capsys)
     assert code == 0, err
     assert "top 10 for user 0" in out and "predictive_sd" in out and "title" in out
+
+
+def test_sbc_and_geweke_commands(tmp_path, capsys):
+    code, out, err = run(["sbc", "gaussian-mf", "--replications", "6", "--draws", "9", "--bins", "5", "--scheduler",
+                          "serial", "--out", str(tmp_path), "--no-progress"], capsys)
+    assert code == 0, err
+    assert "chi-square uniformity p" in out and (tmp_path / "sbc_gaussian-mf_gibbs.png").is_file()
+    assert len(list((tmp_path / "replications").glob("rep-*.json"))) == 6
+    code, out, err = run(["geweke", "bayes-gmm", "--marginal", "200", "--successive", "300", "--no-progress"], capsys)
+    assert code == 0, err
+    assert "max |z|" in out
+    code, out, err = run(["sbc", "gaussian-mf", "--scheduler", "nowhere"], capsys)
+    assert code == 2 and "scheduler must be" in err
+    code, out, err = run(["sbc", "poisson-mf", "--size", "3"], capsys)
+    assert code == 2 and "--size for poisson-mf takes 2 numbers" in err

@@ -1,0 +1,101 @@
+"""Calibration figures for every model on small problems drawn from its prior.
+
+    python benchmarks/calibration_bench.py --pvalues [--replications 200]     # SBC p-values, every Gibbs sampler
+    python benchmarks/calibration_bench.py --nuts [--replications 100]        # SBC p-values, NUTS (gaussian-mf)
+    python benchmarks/calibration_bench.py --sweep-time [--replications 200]  # local processes vs Dask LocalCluster
+    python benchmarks/calibration_bench.py --geweke                           # max |z| per Gibbs sampler
+
+Problem sizes and sampler settings are the CLI's (inference/cli.py CALIBRATION_SIZES / CALIBRATION_SAMPLER).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+warnings.simplefilter("ignore")
+
+from inference.calibration import geweke, sbc  # noqa: E402
+from inference.cli import CALIBRATION_SAMPLER, CALIBRATION_SIZES  # noqa: E402
+from inference.sweep import get_executor  # noqa: E402
+from models import BayesGMM, BayesGMMFull, PoissonMF  # noqa: E402
+from models.gaussian_mf import GaussianMF  # noqa: E402
+
+MODELS = {"poisson-mf": PoissonMF(K=2), "bayes-gmm": BayesGMM(K=2), "bayes-gmm-full": BayesGMMFull(K=2),
+          "gaussian-mf": GaussianMF(K=2, prior="fixed", center=False, noise_prior=(3.0, 1.0)),
+          "gaussian-mf (BPMF)": GaussianMF(K=2, prior="bpmf", center=False, noise_prior=(3.0, 1.0))}
+
+
+def size_of(name):
+    return CALIBRATION_SIZES[name.split(" ")[0]], CALIBRATION_SAMPLER[name.split(" ")[0]]
+
+
+def pvalues(R: int, method: str, names) -> None:
+    executor = get_executor("local")
+    print("| model | method | size | replications x draws | quantities | smallest p | Bonferroni min p | wall s |")
+    print("|---|---|---|---|---|---|---|---|")
+    try:
+        for name in names:
+            size, (warmup, thin) = size_of(name)
+            t0 = time.perf_counter()
+            res = sbc(MODELS[name], method, num_replications=R, size=size, num_draws=99, warmup=warmup, thin=thin,
+                      executor=executor, progress=False)
+            p = res.pvalues
+            print(f"| {name} | {method} | {size} | {R} x 99 | {', '.join(p)} | {min(p.values()):.4f} | "
+                  f"{res.min_pvalue_bonferroni:.4f} | {time.perf_counter() - t0:.1f} |", flush=True)
+    finally:
+        executor.close()
+
+
+def sweep_time(R: int) -> None:
+    from distributed import Client, LocalCluster
+
+    name = "gaussian-mf"
+    size, (warmup, thin) = size_of(name)
+    kw = dict(num_replications=R, size=size, num_draws=99, warmup=warmup, thin=thin, progress=False)
+    local = get_executor("local", workers=2)
+    t0 = time.perf_counter()
+    try:
+        a = sbc(MODELS[name], "gibbs", executor=local, **kw)
+    finally:
+        local.close()
+    t_local = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        t_up = time.perf_counter() - t0
+        b = sbc(MODELS[name], "gibbs", executor=get_executor(client), **kw)
+    t_dask = time.perf_counter() - t0
+    same = all((a.ranks[k] == b.ranks[k]).all() for k in a.ranks)
+    print(f"{R}-replication SBC sweep, {name} {size}, Gibbs {warmup} + 99 x {thin} sweeps per replication:")
+    print(f"  local processes x 2: {t_local:.1f} s (pool start included)")
+    print(f"  Dask LocalCluster, 2 workers x 1 thread: {t_dask:.1f} s (cluster start {t_up:.1f} s included)")
+    print(f"  identical ranks: {same}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pvalues", action="store_true")
+    ap.add_argument("--nuts", action="store_true")
+    ap.add_argument("--sweep-time", action="store_true")
+    ap.add_argument("--geweke", action="store_true")
+    ap.add_argument("--replications", type=int, default=200)
+    args = ap.parse_args()
+    if args.pvalues:
+        pvalues(args.replications, "gibbs", list(MODELS))
+    if args.nuts:
+        pvalues(args.replications, "nuts", ["gaussian-mf"])
+    if args.sweep_time:
+        sweep_time(args.replications)
+    if args.geweke:
+        print("| model | test functions | max abs z | min ESS (successive) |")
+        print("|---|---|---|---|")
+        for name, model in MODELS.items():
+            size, _ = size_of(name)
+            res = geweke(model, size, num_marginal=3000, num_successive=6000, seed=0, progress=False)
+            print(f"| {name} | {len(res.table)} | {res.max_abs_z:.2f} | {res.table['ess'].min():.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
