@@ -315,7 +315,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         extra = f", test LPD {row['test_lpd']:.4f}" if row["test_lpd"] == row["test_lpd"] else ""
         print(f"  {row['method']:>10s} K={row['K']:<3d} {row['split']:>7s}: RMSE {row['test_rmse']:.4f}{extra}, "
               f"{row['fit_s']:.1f} s", flush=True)
-    rows = benchmark(args.data, methods, args.Ks, settings, out=args.out, progress=not args.no_progress, on_row=show)
+    from inference.sweep import get_executor
+
+    executor = get_executor(args.scheduler or "serial", workers=args.workers)
+    try:
+        rows = benchmark(args.data, methods, args.Ks, settings, out=args.out, progress=not args.no_progress,
+                         on_row=show, executor=executor)
+    finally:
+        executor.close()
     print(summary_table(rows))
     if args.out:
         print(f"wrote {Path(args.out) / 'benchmark.csv'}, {Path(args.out) / 'benchmark.md'}")
@@ -455,7 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--iters", type=int, default=200, help="CAVI: most sweeps")
     b.add_argument("--epochs", type=int, default=20, help="SVI epochs (and biased SGD epochs)")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--out", default=None, help="folder for benchmark.csv and benchmark.md")
+    b.add_argument("--out", default=None, help="folder for benchmark.csv, benchmark.md and fits/ (resumable)")
+    b.add_argument("--scheduler", default=None, help="run the fits on 'local' processes or a Dask scheduler "
+                                                     "tcp://HOST:PORT (default: one after another, for clean timings)")
+    b.add_argument("--workers", type=int, default=None, help="local processes with --scheduler local")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_benchmark)
 

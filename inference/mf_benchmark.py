@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -141,10 +141,21 @@ def run_method(method: str, K: int, train: RatingData, test: RatingData, s: Sett
     return dict(row, test_rmse=_rmse(fit.predict(test.rows.numpy(), test.cols.numpy()), test), fit_s=fit_s)
 
 
+def benchmark_task(data: str, method: str, K: int, split: str, train: RatingData, test: RatingData,
+                   s: Settings) -> dict:
+    """One (method, K, split) fit and its scores: a sweep task (runs on any executor)."""
+    row = {"data": data, "method": method, "K": K, "split": split}
+    row.update(run_method(method, K, train, test, s))
+    return row
+
+
 def benchmark(data: str, methods: list[str], Ks: list[int], s: Settings, *, out: str | Path | None = None,
-              progress: bool = True, on_row: Callable[[dict], None] | None = None) -> list[dict]:
-    """Every (method, K, split); ``funk`` runs once (its own K). Rows are appended to out/rows.csv as they finish."""
-    from tqdm.auto import tqdm
+              progress: bool = True, on_row: Callable[[dict], None] | None = None, executor: Any = None) -> list[dict]:
+    """Every (method, K, split) through inference.sweep (``funk`` runs once, at its own K). The default executor
+    runs the fits one after another in this process, so that fit times are not distorted by each other; pass
+    get_executor("local") or a Dask address for throughput. With ``out``, every finished fit is kept in
+    out/fits/<method>-K<K>-<split>.json and a rerun skips it; out/benchmark.csv and .md are written at the end."""
+    from inference.sweep import get_executor, run_sweep
 
     bad = [m for m in methods if m not in BENCH_METHODS]
     if bad:
@@ -152,19 +163,12 @@ def benchmark(data: str, methods: list[str], Ks: list[int], s: Settings, *, out:
     if not Ks or any((not isinstance(K, int)) or K < 1 for K in Ks):
         raise ValueError(f"K must be a non-empty list of integers >= 1, got {Ks!r}")
     data_splits = list(splits(data))
-    jobs = [(m, K) for m in methods for K in (Ks if m != "funk" else [s.funk_K])]
-    rows: list[dict] = []
-    bar = tqdm(total=len(jobs) * len(data_splits), desc=f"benchmark {data}", disable=not progress)
-    for method, K in jobs:
-        for label, train, test in data_splits:
-            bar.set_postfix_str(f"{method} K={K} {label}")
-            row = {"data": data, "method": method, "K": K, "split": label}
-            row.update(run_method(method, K, train, test, s))
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
-            bar.update()
-    bar.close()
+    tasks = {f"{m}-K{K}-{label}": dict(data=data, method=m, K=K, split=label, train=train, test=test, s=s)
+             for m in methods for K in (Ks if m != "funk" else [s.funk_K]) for label, train, test in data_splits}
+    results = run_sweep(benchmark_task, tasks, out=Path(out) / "fits" if out is not None else None,
+                        executor=executor if executor is not None else get_executor("serial"), progress=progress,
+                        desc=f"benchmark {data}", on_result=(lambda key, row: on_row(row)) if on_row else None)
+    rows = list(results.values())
     if out is not None:
         write_results(rows, s, Path(out))
     return rows

@@ -126,11 +126,13 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def run_sweep(fn: Callable[..., dict], tasks: dict[str, dict], *, out: str | Path | None = None, executor: Any = None,
-              progress: bool = True, desc: str = "sweep") -> dict[str, dict]:
+              progress: bool = True, desc: str = "sweep",
+              on_result: Callable[[str, dict], None] | None = None) -> dict[str, dict]:
     """Run ``fn(**tasks[key])`` for every key; returns {key: result} in the order of ``tasks``.
 
     With ``out``, finished results are written as they arrive and tasks whose out/<key>.json exists are skipped
-    (the sweep resumes). ``executor`` from :func:`get_executor` (default: local processes)."""
+    (the sweep resumes). ``executor`` from :func:`get_executor` (default: local processes). ``on_result(key,
+    result)`` is called as each task finishes (not for results loaded from ``out``)."""
     from tqdm.auto import tqdm
 
     bad = [k for k in tasks if not k or "/" in k or k.startswith(".")]
@@ -153,6 +155,8 @@ def run_sweep(fn: Callable[..., dict], tasks: dict[str, dict], *, out: str | Pat
             if folder is not None:
                 _write_json(folder / f"{key}.json", result)
             done[key] = result
+            if on_result is not None:
+                on_result(key, result)
             bar.update()
     finally:
         bar.close()

@@ -158,6 +158,7 @@ def test_benchmark_gaussian_mf_movielens_tiny(tmp_path, capsys):
     df = pd.read_csv(tmp_path / "benchmark.csv")
     assert len(df) == 20 and set(df["split"]) == {"u1", "u2", "u3", "u4", "u5"}
     assert df["test_rmse"].between(0.8, 1.5).all()
+    assert len(list((tmp_path / "fits").glob("*.json"))) == 20  # kept as they finish: a rerun resumes
     code, out, err = run(["benchmark", "gaussian-mf", "--methods", "gibbs,nope"], capsys)
     assert code == 2 and "unknown method" in err
 
