@@ -157,16 +157,16 @@ def _write(comp: Comparison, out: Path, model: Any, inv: str) -> list[Path]:
     files = [_atomic(out / "table.md", f"# {model.name}: method comparison ({time.strftime('%Y-%m-%d')})\n\n"
                      f"Reference method for agreement: {comp.reference}.\n\n{comp.to_markdown()}\n"),
              _atomic(out / "table.csv", comp.table.to_csv(index=False))]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    vi_values, mc_values = [], []
+    fig, ax = plt.subplots(figsize=(8, 4.5))  # every method's objective against wall time, on one axis
+    values = []
     for name, res in comp.results.items():
         obj, sec = np.asarray(res.trace["objective"]), np.asarray(res.trace.get("seconds", []))
         if res.variational is not None:
             # the exact ELBO where the method has one (SVI's -loss is a noisy estimate of another bound)
             y = np.asarray(res.trace.get("elbo", obj))
             ok = np.isfinite(y) & (sec > 0)
-            axes[0].plot(sec[ok], y[ok], marker="." if name == "svi" else None, ms=3, label=name)
-            vi_values.append(y[ok])
+            ax.plot(sec[ok], y[ok], marker="." if name == "svi" else None, ms=3, label=f"{name}: ELBO")
+            values.append(y[ok])
         else:
             if obj.ndim == 1:
                 obj = obj[None]
@@ -174,19 +174,17 @@ def _write(comp: Comparison, out: Path, model: Any, inv: str) -> list[Path]:
                 per_chain = np.asarray(res.attrs.get("chain_seconds", [res.wall_time] * obj.shape[0]))
                 sec = per_chain[:, None] * (np.arange(1, obj.shape[1] + 1) / obj.shape[1])
             for c in range(obj.shape[0]):
-                axes[1].plot(sec[c], obj[c], lw=0.7, label=f"{name} chain {c}")
-            mc_values.append(obj[:, obj.shape[1] // 4:].ravel())
-    axes[0].set(xlabel="wall time (s, log scale)", ylabel="ELBO (closed form)", title="variational methods",
-                xscale="log")
-    axes[1].set(xlabel="wall time (s)", ylabel="log joint", title="samplers")
-    for ax, vals in ((axes[0], vi_values), (axes[1], mc_values)):
-        if vals:
-            allv = np.concatenate(vals)
-            lo, hi = np.quantile(allv, 0.02), np.max(allv)
-            pad = 0.05 * (hi - lo) + 1e-9
-            ax.set_ylim(lo - pad, hi + pad)
-        if ax.lines:
-            ax.legend(fontsize=7)
+                ax.plot(sec[c], obj[c], lw=0.6, alpha=0.8, label=f"{name}: log joint" if c == 0 else None)
+            values.append(obj[:, obj.shape[1] // 4:].ravel())
+    ax.set(xlabel="wall time (s, log scale)", ylabel="objective", xscale="log",
+           title="ELBO (VI, a lower bound on log p(y)) and log joint at the draws (samplers)")
+    if values:
+        allv = np.concatenate(values)
+        lo, hi = np.quantile(allv, 0.02), np.max(allv)
+        pad = 0.05 * (hi - lo) + 1e-9
+        ax.set_ylim(lo - pad, hi + pad)
+    if ax.lines:
+        ax.legend(fontsize=7)
     files.append(save_figure(fig, out / "traces.png"))
     plt.close(fig)
     ref = comp.results[comp.reference].posterior[inv].mean((0, 1))
