@@ -159,13 +159,14 @@ def _write(comp: Comparison, out: Path, model: Any, inv: str) -> list[Path]:
              _atomic(out / "table.csv", comp.table.to_csv(index=False))]
     fig, ax = plt.subplots(figsize=(8, 4.5))  # every method's objective against wall time, on one axis
     values = []
-    for name, res in comp.results.items():
+    for i, (name, res) in enumerate(comp.results.items()):
+        color = f"C{i}"  # one colour per method (its chains share it)
         obj, sec = np.asarray(res.trace["objective"]), np.asarray(res.trace.get("seconds", []))
         if res.variational is not None:
             # the exact ELBO where the method has one (SVI's -loss is a noisy estimate of another bound)
             y = np.asarray(res.trace.get("elbo", obj))
             ok = np.isfinite(y) & (sec > 0)
-            ax.plot(sec[ok], y[ok], marker="." if name == "svi" else None, ms=3, label=f"{name}: ELBO")
+            ax.plot(sec[ok], y[ok], marker="." if name == "svi" else None, ms=3, color=color, label=f"{name}: ELBO")
             values.append(y[ok])
         else:
             if obj.ndim == 1:
@@ -174,7 +175,7 @@ def _write(comp: Comparison, out: Path, model: Any, inv: str) -> list[Path]:
                 per_chain = np.asarray(res.attrs.get("chain_seconds", [res.wall_time] * obj.shape[0]))
                 sec = per_chain[:, None] * (np.arange(1, obj.shape[1] + 1) / obj.shape[1])
             for c in range(obj.shape[0]):
-                ax.plot(sec[c], obj[c], lw=0.6, alpha=0.8, label=f"{name}: log joint" if c == 0 else None)
+                ax.plot(sec[c], obj[c], lw=0.6, alpha=0.6, color=color, label=f"{name}: log joint" if c == 0 else None)
             values.append(obj[:, obj.shape[1] // 4:].ravel())
     ax.set(xlabel="wall time (s, log scale)", ylabel="objective", xscale="log",
            title="ELBO (VI, a lower bound on log p(y)) and log joint at the draws (samplers)")
