@@ -61,9 +61,13 @@ def sbc_replication(model: Any, method: str, seed: int, size: tuple, num_draws: 
                        progress=False)
     else:
         raise ValueError(f"method must be 'gibbs' or 'nuts', got {method!r}")
-    fields = {k: torch.as_tensor(np.asarray(res.posterior[k]))[0] for k in state._fields}
+    fields = {k: torch.as_tensor(np.asarray(res.posterior[k]))[0] for k in state._fields if k in res.posterior}
     if method == "nuts":
         fields = {k: v[thin - 1::thin] for k, v in fields.items()}
+    L = len(next(iter(fields.values())))
+    for k in state._fields:  # fields the sampler does not sample are constants of the model (fixed hyperparameters)
+        if k not in fields:
+            fields[k] = getattr(state, k).expand((L,) + getattr(state, k).shape)
     draws = quantities(model, data, fields, max_per_key)
     rank_rng = np.random.default_rng(seed)
     ranks = {}

@@ -50,6 +50,14 @@ def test_sbc_ranks_of_every_gibbs_sampler_are_uniform(name):
 
 
 @pytest.mark.slow
+def test_sbc_replication_runs_nuts_with_fixed_hyperparameters_filled_in():
+    model, size, _ = CASES["gaussian-mf"]
+    out = sbc_replication(model, "nuts", seed=0, size=size, num_draws=9, warmup=30, thin=2)
+    assert out["num_draws"] == 9 and set(out["ranks"]) == {"pred[0]", "pred[1]", "pred[2]", "log_joint"}
+    assert all(0 <= r <= 9 for r in out["ranks"].values())
+
+
+@pytest.mark.slow
 def test_sbc_detects_a_broken_conditional():
     _, size, kw = CASES["gaussian-mf"]
     broken = BrokenGaussianMF(K=1, prior="fixed", center=False, noise_prior=(3.0, 1.0))
