@@ -78,5 +78,7 @@ def vi_khat(model: Any, params: Any, draws: dict) -> dict[str, Any]:
     with torch.no_grad():
         log_w = (torch.as_tensor(draws["log_joint"]) - model.log_q(params, draws)).cpu().numpy()
     k = psis_khat(log_w)
+    if k != k:
+        return {"psis_khat": k, "psis_khat_verdict": "not computed (fewer than 20 draws from q)"}
     verdict = "good (< 0.5)" if k < 0.5 else ("usable (0.5-0.7)" if k < 0.7 else "unreliable (> 0.7)")
     return {"psis_khat": k, "psis_khat_verdict": verdict}

@@ -234,9 +234,12 @@ def mcse_mean(draws: np.ndarray) -> np.ndarray:
 
 def psis_khat(log_weights: np.ndarray) -> float:
     """Pareto k-hat of importance weights log p(theta, y) - log q(theta) over draws from q (Vehtari et al.,
-    PSIS): below 0.5 the approximation is good for importance sampling, 0.5-0.7 usable, above 0.7 unreliable."""
+    PSIS): below 0.5 the approximation is good for importance sampling, 0.5-0.7 usable, above 0.7 unreliable.
+    NaN with fewer than 20 draws."""
     az = _arviz()
     lw = np.asarray(log_weights, dtype=np.float64).reshape(-1)
+    if lw.size < 20:  # too few draws to fit the Pareto tail
+        return float("nan")
     if not np.all(np.isfinite(lw)):
         return float("inf")
     with warnings.catch_warnings():

@@ -75,3 +75,5 @@ def test_psis_khat_is_small_when_q_is_the_exact_posterior_and_large_for_mean_fie
     _, data = mf.simulate((6, 5, 0.7), torch.Generator().manual_seed(1))
     res = fit_cavi(mf, data, seed=0, num_iters=100, num_samples=400, progress=False)
     assert res.attrs["psis_khat"] > 0.7  # mean-field VI on a factorisation: under-dispersed, heavy-tailed weights
+    few = fit_cavi(mf, data, seed=0, num_iters=5, num_samples=1, progress=False)  # one draw: no tail to fit
+    assert np.isnan(few.attrs["psis_khat"]) and few.attrs["psis_khat_verdict"].startswith("not computed")
