@@ -5,11 +5,12 @@
 """
 
 from inference.cavi import fit_cavi
+from inference.em import fit_em
 from inference.gibbs import fit_gibbs
 from inference.nuts import fit_nuts
 from inference.results import InferenceResult
 from inference.svi import fit_svi
 
-METHODS = {"cavi": fit_cavi, "gibbs": fit_gibbs, "svi": fit_svi, "nuts": fit_nuts}
+METHODS = {"cavi": fit_cavi, "gibbs": fit_gibbs, "svi": fit_svi, "nuts": fit_nuts, "em": fit_em}
 
-__all__ = ["fit_cavi", "fit_gibbs", "fit_svi", "fit_nuts", "InferenceResult", "METHODS"]
+__all__ = ["fit_cavi", "fit_em", "fit_gibbs", "fit_svi", "fit_nuts", "InferenceResult", "METHODS"]

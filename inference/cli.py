@@ -129,7 +129,7 @@ def _method_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = {"seed": args.seed, "progress": not args.no_progress,
                           "dtype": torch.float32 if args.float32 else torch.float64, "device": args.device}
     m = args.method
-    if m in ("cavi", "svi"):
+    if m in ("cavi", "svi", "em"):
         kw["num_iters"] = args.iters
     if m in ("gibbs", "nuts"):
         kw["num_samples"] = args.samples or args.iters
@@ -197,10 +197,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     model = _model(args.model, args.K, args.hyper, _extra(args))
     data = _data(args.model, args.data, args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else (
-        ["cavi", "gibbs", "svi", "nuts"] if args.data == "synthetic" else ["cavi", "gibbs", "svi"])
+        ["cavi", "gibbs", "svi", "nuts", "em"] if args.data == "synthetic" else ["cavi", "gibbs", "svi", "em"])
     settings = {}
     if args.iters:
-        settings = {"cavi": {"num_iters": args.iters}, "svi": {"num_iters": args.iters}}
+        settings = {"cavi": {"num_iters": args.iters}, "svi": {"num_iters": args.iters}, "em": {"num_iters": args.iters}}
     if args.samples:
         settings.update(gibbs={"num_samples": args.samples, "warmup": args.samples // 2},
                         nuts={"num_samples": args.samples, "warmup": args.samples})
@@ -424,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="fit one model by one method, print a summary and save the result")
     common(f)
-    f.add_argument("--method", required=True, help="cavi, gibbs, svi or nuts")
+    f.add_argument("--method", required=True, help="cavi, gibbs, svi, nuts or em (the posterior mode)")
     f.add_argument("--chains", type=int, default=2, help="chains (Gibbs, NUTS)")
     f.add_argument("--init", choices=["default", "reference"], default=None,
                    help="CAVI initialisation; 'reference' reproduces the course (ELBO at uniform lambda first, "
@@ -438,8 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="fit several methods on one data set and tabulate them")
     common(c)
-    c.add_argument("--methods", default=None, help="comma-separated (default: cavi,gibbs,svi,nuts on synthetic "
-                                                   "data, cavi,gibbs,svi otherwise)")
+    c.add_argument("--methods", default=None, help="comma-separated from cavi, gibbs, svi, nuts, em (default: all "
+                                                   "five on synthetic data, cavi,gibbs,svi,em otherwise)")
     c.set_defaults(func=cmd_compare)
 
     e = sub.add_parser("em", help="the course's K-means / EM (spherical GMM) over K and seeds")

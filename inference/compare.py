@@ -32,6 +32,7 @@ DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "gibbs": {"num_samples": 1000, "warmup": 500, "num_chains": 4},
     "svi": {"num_iters": 1500, "lr": 0.05},
     "nuts": {"num_samples": 200, "warmup": 200, "num_chains": 2, "jit": True},
+    "em": {"num_iters": 1000, "num_restarts": 5},
 }
 
 
@@ -62,7 +63,13 @@ def _invariant_name(model: Any) -> str:
     return next(k for k, v in model.invariant_dims.items() if len(v) > 0)
 
 
-def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("cavi", "gibbs", "svi", "nuts"),
+def _is_sampler(res: InferenceResult) -> bool:
+    """Draws from a Markov chain (not from a q, not a point estimate) with at least two draws per chain."""
+    return res.variational is None and not res.attrs.get("point_estimate") and res.posterior[
+        next(iter(res.posterior))].shape[1] > 1
+
+
+def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("cavi", "gibbs", "svi", "nuts", "em"),
             seed: int = 0, test_fraction: float = 0.1, settings: dict[str, dict[str, Any]] | None = None,
             out: str | os.PathLike | None = None, progress: bool = True) -> Comparison:
     """Fit ``model`` by each method on the same training split and compare them.
@@ -106,7 +113,7 @@ def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("c
         row.update(model.heldout_score(res, test, test_fraction))
         row["wall_s"] = res.wall_time
         draws = res.posterior[inv]
-        if res.variational is None and draws.shape[0] > 1:  # samplers: diagnostics on the invariant quantities
+        if _is_sampler(res):  # samplers: diagnostics on the invariant quantities
             min_ess = float(np.min(ess(draws)))
             row["min_ess"] = min_ess
             row["s_per_ess"] = res.wall_time / min_ess
@@ -120,7 +127,7 @@ def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("c
         mean, sd = draws.mean((0, 1)), draws.std((0, 1))
         row[f"{inv}_rel_rms_vs_{reference}"] = float(np.sqrt(np.mean((mean - ref_mean) ** 2) / np.mean(ref_mean ** 2)))
         row[f"{inv}_corr_vs_{reference}"] = float(np.corrcoef(mean, ref_mean)[0, 1])
-        if name != reference:
+        if name != reference and not res.attrs.get("point_estimate"):  # a mode has no spread and no MC error
             z = (mean - ref_mean) / np.sqrt(_mcse(res, draws) ** 2 + ref_se ** 2)
             row[f"max_abs_z_vs_{reference}"] = float(np.max(np.abs(z)))  # in Monte Carlo standard errors
             row[f"sd_ratio_median_vs_{reference}"] = float(np.median(sd / np.maximum(ref_sd, 1e-300)))
@@ -134,7 +141,7 @@ def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("c
 
 def _mcse(res: InferenceResult, draws: np.ndarray) -> np.ndarray:
     """Monte Carlo standard error of posterior means: ArviZ's for chains, sd / sqrt(S) for independent q draws."""
-    if res.variational is None and draws.shape[0] > 1:
+    if _is_sampler(res):
         return np.asarray(mcse_mean(draws))
     return draws.std((0, 1)) / np.sqrt(draws.shape[0] * draws.shape[1])
 
@@ -170,12 +177,13 @@ def _write(comp: Comparison, out: Path, model: Any, inv: str) -> list[Path]:
             values.append(y[ok])
         else:
             if obj.ndim == 1:
-                obj = obj[None]
+                obj, sec = obj[None], (sec[None] if sec.ndim == 1 and len(sec) == len(obj) else sec)
             if sec.ndim != 2:  # per-draw objective without timings: spread the chain time evenly
                 per_chain = np.asarray(res.attrs.get("chain_seconds", [res.wall_time] * obj.shape[0]))
                 sec = per_chain[:, None] * (np.arange(1, obj.shape[1] + 1) / obj.shape[1])
             for c in range(obj.shape[0]):
-                ax.plot(sec[c], obj[c], lw=0.6, alpha=0.6, color=color, label=f"{name}: log joint" if c == 0 else None)
+                what = "log joint at the iterate (EM: rises to the mode)" if res.attrs.get("point_estimate") else "log joint"
+                ax.plot(sec[c], obj[c], lw=0.6, alpha=0.6, color=color, label=f"{name}: {what}" if c == 0 else None)
             values.append(obj[:, obj.shape[1] // 4:].ravel())
     ax.set(xlabel="wall time (s, log scale)", ylabel="objective", xscale="log",
            title="ELBO (VI, a lower bound on log p(y)) and log joint at the draws (samplers)")
@@ -202,7 +210,7 @@ def _write(comp: Comparison, out: Path, model: Any, inv: str) -> list[Path]:
     files.append(save_figure(fig, out / "agreement.png"))
     plt.close(fig)
     ref_sd = comp.results[comp.reference].posterior[inv].std((0, 1))
-    others = [n for n in comp.results if n != comp.reference]
+    others = [n for n in comp.results if n != comp.reference and not comp.results[n].attrs.get("point_estimate")]
     if others:  # posterior sd ratios: VI under-dispersion shows as ratios below 1
         fig, ax = plt.subplots(figsize=(6, 4))
         ratios = [comp.results[n].posterior[inv].std((0, 1)) / np.maximum(ref_sd, 1e-300) for n in others]
@@ -212,7 +220,7 @@ def _write(comp: Comparison, out: Path, model: Any, inv: str) -> list[Path]:
         files.append(save_figure(fig, out / "sd_ratio.png"))
         plt.close(fig)
     for name, res in comp.results.items():
-        if res.variational is None and res.posterior[inv].shape[0] > 1:
+        if _is_sampler(res) and res.posterior[inv].shape[0] > 1:
             files += plot_sampler_diagnostics(res, inv, out / f"{name}_rank.png", out / f"{name}_trace.png")
     files.append(_atomic(out / "report.md", _report(comp, model, inv, [f.name for f in files])))
     for name, res in comp.results.items():
@@ -226,7 +234,8 @@ def _report(comp: Comparison, model: Any, inv: str, pictures: list[str]) -> str:
              f"Data: {comp.results[comp.reference].attrs.get('data', '')}; reference method for agreement: "
              f"{comp.reference} (the most exact method run).", "", comp.to_markdown(), "",
              "- value: the constant-inclusive objective (closed-form ELBO for CAVI/SVI; for samplers the log joint "
-             "of the last draw). Held-out scores are per observation on one fixed split.",
+             "of the last draw; for EM the log joint at the posterior mode it found, with allocations summed out). "
+             "Held-out scores are per observation on one fixed split (EM: plug-in predictive at the mode).",
              f"- Diagnostics use the identifiable quantities `{inv}` (never raw factors or labels): split R-hat "
              "(want < 1.01), bulk and tail ESS, seconds per effective sample.",
              "- psis_khat: Pareto k-hat of p/q importance weights (Vehtari et al.): < 0.5 good, 0.5-0.7 usable, "

@@ -132,6 +132,26 @@ class MixtureHooks:
         return {"mu_sorted": mu_sorted.reshape(*mu.shape[:-2], -1), "log_joint": self.log_joint(data, pi, mu, prec)}
 
 
+    def em_init(self, data: MixtureData, generator: torch.Generator):
+        """Start at the posterior mean of CAVI's initial q (soft assignment to K random rows). A posterior mode
+        exists only if no prior density is unbounded: alpha0 >= 1 and the component-precision condition of
+        ``_check_mode``."""
+        if self.alpha0 < 1:
+            raise ValueError(f"EM finds the posterior mode, which does not exist when alpha0 < 1 (the Dirichlet density "
+                             f"is unbounded at the simplex boundary); got alpha0={self.alpha0}: use CAVI or Gibbs")
+        self._check_mode(data.shape[1])
+        return self.gibbs_init(data, generator)
+
+    def em_update(self, data: MixtureData, state):
+        """E-step r_uj ∝ pi_j p(x_u | mu_j, precision_j); M-step: the joint mode of the conjugate posterior of
+        (pi, mu, precision) with the responsibilities as weights (eqs. 2-3 with w = r): the Dirichlet mode
+        pi_j = (alpha_j - 1) / sum_l (alpha_l - 1), and ``_component_mode`` for (mu_j, precision_j). That is the
+        argmax of the expected complete log posterior, so log p(pi, mu, precision, X) never decreases."""
+        logits = torch.log(state.pi)[None] + self.component_log_lik(data, state.mu, state[2])
+        p = self.posterior_params(data, torch.softmax(logits, 1))
+        pi = (p.alpha - 1) / (p.alpha - 1).sum()
+        return type(state)(pi, *self._component_mode(p, data.shape[1]))
+
     def coords(self, data: MixtureData) -> dict[str, np.ndarray]:
         return {"component": np.arange(self.K), "coord": np.arange(data.shape[1]),
                 "sorted_entry": np.array([f"{j}:{i}" for j in range(self.K) for i in range(data.shape[1])])}
@@ -273,6 +293,16 @@ class BayesGMM(MixtureHooks):
         lp = lp + dist.Gamma(torch.full_like(tau, self.a0), torch.full_like(tau, self.b0)).log_prob(tau).sum()
         lp = lp + dist.Normal(self.m0, 1.0 / torch.sqrt(self.beta0 * tau)[:, None]).log_prob(mu).sum()
         return lp + torch.logsumexp(torch.log(pi)[None] + self.component_log_lik(data, mu, tau), 1).sum()
+
+    def _check_mode(self, d: int) -> None:
+        if self.a0 + d / 2 <= 1:
+            raise ValueError(f"EM finds the posterior mode, which needs a0 + d/2 > 1 (else the Normal-Gamma density is "
+                             f"unbounded as tau -> 0); got a0={self.a0}, d={d}")
+
+    def _component_mode(self, p: NGParams, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Joint mode of NG(m, beta, a, b) over mu_j (d,) and tau_j: the density is
+        tau^(a - 1 + d/2) exp(-b tau - tau sum_i beta_i (mu_i - m_i)^2 / 2), so mu = m, tau = (a - 1 + d/2) / b."""
+        return p.m, (p.a - 1 + d / 2) / p.b
 
     def _expected_log_rho(self, data: MixtureData, p: NGParams) -> torch.Tensor:
         """(n, K) log rho_uj of eq. 4."""

@@ -243,6 +243,16 @@ class BayesGMMFull(MixtureHooks):
         W = torch.linalg.inv(W_inv)
         return NWParams(self.alpha0 + N, m, beta, 0.5 * (W + W.transpose(-1, -2)), nu0 + N)
 
+    def _check_mode(self, D: int) -> None:
+        if self._nu0(D) <= D:
+            raise ValueError(f"EM finds the posterior mode, which needs nu0 > D = {D} (else an empty component's "
+                             f"Normal-Wishart density is unbounded); got nu0={self._nu0(D)}")
+
+    def _component_mode(self, p: NWParams, D: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Joint mode of NW(m, beta, W, nu): the density is |Lambda|^((nu - D)/2) exp(-tr(W^-1 Lambda)/2
+        - beta (mu - m)^T Lambda (mu - m)/2) up to constants, so mu = m, Lambda = (nu - D) W."""
+        return p.m, (p.nu - D)[:, None, None] * p.W
+
     def component_log_lik(self, data: MixtureData, mu: torch.Tensor, Lambda: torch.Tensor) -> torch.Tensor:
         """(n, K) log N(x_u; mu_j, Lambda_j^-1)."""
         diff = data.X[:, None, :] - mu[None]  # (n, K, D)

@@ -54,7 +54,7 @@ def gamma_log_pdf(t: torch.Tensor, shape: float | torch.Tensor, rate: float | to
     """Elementwise log Ga(t; shape, rate), every constant included."""
     shape = torch.as_tensor(shape, dtype=t.dtype, device=t.device)
     rate = torch.as_tensor(rate, dtype=t.dtype, device=t.device)
-    return shape * torch.log(rate) + (shape - 1) * torch.log(t) - rate * t - torch.lgamma(shape)
+    return shape * torch.log(rate) + torch.xlogy(shape - 1, t) - rate * t - torch.lgamma(shape)  # 0 log 0 = 0 at shape 1
 
 
 def poisson_log_pmf(x: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:

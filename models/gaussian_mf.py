@@ -58,6 +58,11 @@ def _sample_gaussian_rows(P: torch.Tensor, b: torch.Tensor, generator: torch.Gen
     return mean + torch.linalg.solve_triangular(L.transpose(-1, -2), eps[..., None], upper=True)[..., 0]
 
 
+def _solve_rows(P: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x_i = P_i^-1 b_i for every row at once (batched Cholesky). P (R, K, K), b (R, K)."""
+    return torch.cholesky_solve(b[..., None], torch.linalg.cholesky(P))[..., 0]
+
+
 @register_model
 @dataclass(frozen=True)
 class GaussianMF(GaussianMFVB):
@@ -247,6 +252,38 @@ class GaussianMF(GaussianMFVB):
             a, b = self.noise_conditional(data, U, V)
             alpha = sample_gamma(a, b, generator)
         return GibbsState(U, V, mu_U, Lam_U, mu_V, Lam_V, alpha)
+
+    # ------------------------------------------------------------------------------------------------
+    # EM / MAP (the loop lives in inference.em). There are no latent allocations here: the posterior mode is found by
+    # iterated conditional modes, each block set to the mode of its complete conditional (for U and V alternating
+    # ridge regressions, i.e. ALS with the prior as the penalty); every block update maximises the log joint in that
+    # block, so it never decreases.
+
+    def em_init(self, data: RatingData, generator: torch.Generator) -> GibbsState:
+        """Small random factors (the Gibbs start); hyperparameters at the fixed prior, alpha at its starting value."""
+        return self.gibbs_init(data, generator)
+
+    def em_update(self, data: RatingData, state: GibbsState) -> GibbsState:
+        """BPMF: (mu_U, Lambda_U) = the joint mode of eq. 2, (mu*, (nu* - K) W*); U = P^-1 b, the mode (= mean) of
+        eq. 1; likewise for V; alpha = (a + n/2 - 1) / (b + SSE/2), the mode of eq. 3, when it has a prior."""
+        U, V, mu_U, Lam_U, mu_V, Lam_V, alpha = state
+        if self.prior == "bpmf":
+            mu_U, Lam_U = self._hyper_mode(U)                                                  # eq. 2 mode
+        U = _solve_rows(*self.row_conditional(data, V, mu_U, Lam_U, "U", alpha))              # eq. 1 mode
+        if self.prior == "bpmf":
+            mu_V, Lam_V = self._hyper_mode(V)
+        V = _solve_rows(*self.row_conditional(data, U, mu_V, Lam_V, "V", alpha))
+        if self.noise_prior is not None:
+            a, b = self.noise_conditional(data, U, V)
+            alpha = (a - 1) / b                                                               # eq. 3 mode
+        return GibbsState(U, V, mu_U, Lam_U, mu_V, Lam_V, alpha)
+
+    def _hyper_mode(self, F: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Joint mode of NW(mu*, beta*, W*, nu*) = N(mu | mu*, (beta* Lambda)^-1) W(Lambda | W*, nu*): the density is
+        |Lambda|^((nu* - K)/2) exp(-tr(W*^-1 Lambda)/2 - beta* (mu - mu*)^T Lambda (mu - mu*)/2), so mu = mu* and
+        Lambda = (nu* - K) W*."""
+        m, _, W, nu = self.hyper_conditional(F)
+        return m, (nu - self.K) * W
 
     def noise_conditional(self, data: RatingData, U: torch.Tensor, V: torch.Tensor):
         """Ga(a + n/2, b + SSE/2) of alpha | U, V, R (eq. 3)."""

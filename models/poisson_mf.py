@@ -481,6 +481,31 @@ class PoissonMF:
         return GibbsState(theta, eta)
 
     # ------------------------------------------------------------------------------------------------
+    # EM for the posterior mode (the loop lives in inference.em)
+
+    def em_init(self, data: CountMatrix, generator: torch.Generator) -> GibbsState:
+        """Start at the mean of CAVI's data-informed initial q (random shapes, rates at the independence fit).
+        The mode of a Ga(a, b) prior is at 0 and its density unbounded there when a < 1: no MAP exists then."""
+        if self.a_theta < 1 or self.a_eta < 1:
+            raise ValueError(f"EM finds the posterior mode, which does not exist when a_theta or a_eta < 1 (the Gamma "
+                             f"density is unbounded at 0); got a_theta={self.a_theta}, a_eta={self.a_eta}: use CAVI or Gibbs")
+        p = self.posterior_mean(self.cavi_init(data, generator).params)
+        return GibbsState(p["theta"], p["eta"])
+
+    def em_update(self, data: CountMatrix, state: GibbsState) -> GibbsState:
+        """E-step E[z_nmk] = x_nm theta_nk eta_mk / sum_l theta_nl eta_ml (eq. 2), M-step theta = the mode of
+        eq. 3 with z replaced by its expectation, (a_theta - 1 + sum_m E[z_nmk]) / (b_theta + sum_m eta_mk); then
+        a fresh E-step and the mode of eq. 4 for eta. Each half is an EM step for one block (the Lee-Seung
+        multiplicative update of KL-NMF with Gamma priors), so log p(theta, eta, X) never decreases. O(nnz K)."""
+        theta, eta = state
+        tiny = torch.finfo(theta.dtype).tiny  # a theta of exactly 0 (a = 1, no counts) gets lambda 0, not NaN
+        c_theta = self.allocate(data, torch.log(theta.clamp_min(tiny)), torch.log(eta.clamp_min(tiny))).c_theta
+        theta = (self.a_theta - 1 + c_theta) / (self.b_theta + eta.sum(0))                          # eq. 3 mode
+        c_eta = self.allocate(data, torch.log(theta.clamp_min(tiny)), torch.log(eta.clamp_min(tiny))).c_eta
+        eta = (self.a_eta - 1 + c_eta) / (self.b_eta + theta.sum(0))                                # eq. 4 mode
+        return GibbsState(theta, eta)
+
+    # ------------------------------------------------------------------------------------------------
     # Quantities that survive non-identifiability (rotation/permutation of the factors)
 
     def invariant_cells(self, data: CountMatrix, max_cells: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
