@@ -2,7 +2,8 @@
 
     inferlab fit poisson-mf --data lastfm --method cavi -K 40 --iters 200 --seed 0 --out DIR
     inferlab compare poisson-mf --data synthetic --seed 0 --out DIR
-    inferlab em netflix --K 1 12 --seeds 0 1 2 3 4
+    inferlab em netflix --K 1 12 --seeds 0 1 2 3 4 [--scheduler tcp://HOST:PORT] [--out DIR]
+    inferlab select bayes-gmm --data toy --K 1 2 3 4 5 --seeds 0 1 2 --out DIR
     inferlab fit gaussian-mf --data movielens-100k --fold 1 --method gibbs -K 10 --noise-prior 1 1 --recommend 0
     inferlab benchmark gaussian-mf --data movielens-100k --K 5 10 20 30 --out DIR
     inferlab sbc gaussian-mf --replications 200 --out DIR [--scheduler tcp://HOST:PORT]
@@ -231,35 +232,56 @@ def _load_matrix(name: str):
         raise UsageError(f"{name!r}: cannot read the matrix ({exc})") from None
 
 
-def cmd_em(args: argparse.Namespace) -> int:
-    """The course's K-means / EM runs over K and seeds, as the MITx project prints them."""
-    import time
+def _executor(args: argparse.Namespace):
+    from inference.sweep import get_executor
 
+    try:
+        return get_executor(args.scheduler, workers=args.workers)
+    except ValueError as exc:
+        raise UsageError(f"--scheduler: {exc}") from None
+
+
+def cmd_em(args: argparse.Namespace) -> int:
+    """The course's K-means / EM runs over K and seeds, as the MITx project prints them; the K x seeds grid runs
+    through the sweep executor (local processes by default, or --scheduler)."""
+    from inference.selection import best_per_K, course_grid, plot_grid
     from models import gmm
 
     X, gold = _load_matrix(args.data)
     missing = bool((X == 0).any()) and args.data != "toy"
     if args.method == "kmeans" and missing:
         raise UsageError("--method kmeans needs complete data (0 marks a missing entry here)")
-    run_fn = gmm.kmeans if args.method == "kmeans" else (gmm.em_missing if missing else gmm.em_complete)
+    method = "kmeans" if args.method == "kmeans" else ("em_missing" if missing else "em")
+    run_fn = {"kmeans": gmm.kmeans, "em": gmm.em_complete, "em_missing": gmm.em_missing}[method]
     objective = "cost" if args.method == "kmeans" else "LL"
+    executor = _executor(args)
     print(f"{args.method} on {args.data} ({X.shape[0]} x {X.shape[1]}"
-          f"{', 0 = missing' if missing else ''}); seeds {args.seeds}")
+          f"{', 0 = missing' if missing else ''}); seeds {args.seeds}; {executor.name}")
+    try:
+        runs = course_grid(X, args.K, args.seeds, method=method, out=args.out, executor=executor,
+                           progress=not args.no_progress)
+    finally:
+        executor.close()
     print(f"{'K':>3} {'seed':>4} {objective:>18} {'iters':>6} {'seconds':>8}")
+    for r in runs.itertuples():
+        print(f"{r.K:>3} {r.seed:>4} {r.objective:>18.10f} {r.iterations:>6} {r.seconds:>8.3f}")
+    best = best_per_K(runs, "objective", maximise=args.method != "kmeans")
     best_runs = {}
-    for K in args.K:
-        runs = []
-        for seed in args.seeds:
-            t0 = time.perf_counter()
-            run = run_fn(X, gmm.init(X, K, seed)[0])
-            runs.append((seed, run, time.perf_counter() - t0))
-            print(f"{K:>3} {seed:>4} {run.objective:>18.10f} {run.iterations:>6} {runs[-1][2]:>8.3f}")
-        pick = min if args.method == "kmeans" else max
-        seed, run, _ = pick(runs, key=lambda r: r[1].objective)
-        best_runs[K] = (seed, run)
-        extra = "" if args.method == "kmeans" else f", BIC {gmm.bic(X, run.mixture, run.objective):.4f}"
-        print(f"best K={K}: seed {seed}, {objective} {run.objective:.10f}{extra} "
-              f"(total {sum(r[2] for r in runs):.2f} s)")
+    for b in best.itertuples():
+        run = run_fn(X, gmm.init(X, int(b.K), int(b.seed))[0])  # deterministic: the same run, with its posteriors
+        best_runs[int(b.K)] = (int(b.seed), run)
+        extra = "" if args.method == "kmeans" else f", BIC {b.bic:.4f}"
+        total = runs.loc[runs["K"] == b.K, "seconds"].sum()
+        print(f"best K={b.K}: seed {b.seed}, {objective} {b.objective:.10f}{extra} (total {total:.2f} s)")
+    if args.method != "kmeans" and len(best) > 1:
+        pick = best.loc[best["bic"].idxmax()]
+        print(f"BIC (larger is better) chooses K={int(pick['K'])} ({pick['bic']:.4f})")
+    if args.out:
+        runs.drop(columns=["mu", "var", "p"]).to_csv(Path(args.out) / "runs.csv", index=False)
+        column = "objective" if args.method == "kmeans" else "bic"
+        path = plot_grid(runs, column, Path(args.out) / f"{args.method}_{column}_vs_K.png",
+                         maximise=args.method != "kmeans", title=f"{args.method} on {args.data}: {column} over seeds")
+        print(f"wrote {Path(args.out) / 'runs.csv'}, {path}")
     if gold is not None and args.method == "em":
         K = max(best_runs)
         seed, run = best_runs[K]
@@ -287,6 +309,36 @@ def cmd_em(args: argparse.Namespace) -> int:
                                                                 f"{objective} {run.objective:.4f}")
             print(f"wrote {save_figure(fig, Path(args.plot) / f'{args.method}_K{K}.png')}")
             plt.close(fig)
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    """CAVI over K x seeds; the best ELBO per K, the K it chooses, and a plot."""
+    import pandas as pd
+
+    from inference.selection import best_per_K, elbo_grid, plot_grid
+
+    model = _model(args.model, min(args.Ks), args.hyper, _extra(args))
+    data = _data(args.model, args.data, args)
+    executor = _executor(args)
+    print(f"CAVI on {args.model} ({data!r}): K {args.Ks} x seeds {args.seeds}; {executor.name}")
+    try:
+        runs = elbo_grid(model, data, args.Ks, args.seeds, num_iters=args.iters or 500, tol=args.tol, out=args.out,
+                         executor=executor, progress=not args.no_progress)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        executor.close()
+    best = best_per_K(runs, "elbo")
+    best["converged_seeds"] = runs.groupby("K")["converged"].sum().values
+    with pd.option_context("display.width", 200, "display.precision", 4):
+        print(best[["K", "seed", "elbo", "elbo_worst_seed", "iterations", "converged_seeds"]].to_string(index=False))
+    pick = best.loc[best["elbo"].idxmax()]
+    print(f"the ELBO (a lower bound on log p(X | K)) is highest at K={int(pick['K'])} ({pick['elbo']:.4f})")
+    if args.out:
+        runs.to_csv(Path(args.out) / "runs.csv", index=False)
+        path = plot_grid(runs, "elbo", Path(args.out) / "elbo_vs_K.png", title=f"CAVI ELBO on {args.model}")
+        print(f"wrote {Path(args.out) / 'runs.csv'}, {path}")
     return 0
 
 
@@ -442,13 +494,32 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "five on synthetic data, cavi,gibbs,svi,em otherwise)")
     c.set_defaults(func=cmd_compare)
 
+    def sweep_options(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--scheduler", default=None, help="where the K x seeds runs go: 'local' processes (default), "
+                                                          "'serial', or a Dask scheduler tcp://HOST:PORT")
+        sp.add_argument("--workers", type=int, default=None, help="local processes (default: one per core)")
+        if not any(a.dest == "out" for a in sp._actions):
+            sp.add_argument("--out", default=None, help="folder: runs/ (one JSON per finished run: a rerun skips "
+                                                        "them), runs.csv and the criterion-vs-K plot")
+        if not any(a.dest == "no_progress" for a in sp._actions):
+            sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     e = sub.add_parser("em", help="the course's K-means / EM (spherical GMM) over K and seeds")
     e.add_argument("data", help="netflix, test, toy, or a whitespace-separated matrix file (0 = missing)")
     e.add_argument("--K", type=int, nargs="+", required=True, help="numbers of components, e.g. --K 1 12")
     e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     e.add_argument("--method", choices=["em", "kmeans"], default="em")
     e.add_argument("--plot", default=None, metavar="DIR", help="write the course's mixture plot per K (2-D data)")
+    sweep_options(e)
     e.set_defaults(func=cmd_em)
+
+    se = sub.add_parser("select", help="choose K by the CAVI ELBO over a K x seeds grid (any model with CAVI)")
+    common(se)
+    se.add_argument("--K", dest="Ks", type=int, nargs="+", required=True, help="values of K, e.g. --K 1 2 3 4 5")
+    se.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    se.add_argument("--tol", type=float, default=1e-8, help="CAVI relative ELBO tolerance")
+    sweep_options(se)
+    se.set_defaults(func=cmd_select)
 
     b = sub.add_parser("benchmark", help="gaussian-mf recommender benchmark: every method on the official splits")
     b.add_argument("model", choices=["gaussian-mf"], help="gaussian-mf")

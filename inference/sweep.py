@@ -42,17 +42,32 @@ class SerialExecutor:
         pass
 
 
+def _limit_threads(threads: int) -> None:
+    """Worker initialiser: ``threads`` torch and BLAS threads per process, so the workers do not oversubscribe
+    the cores between them."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+
+
 class ProcessExecutor:
-    """Local worker processes (spawned, so each starts with fresh torch threads)."""
+    """Local worker processes (spawned, so each starts with fresh torch threads), each limited to
+    cores / workers threads (at least 1)."""
 
     def __init__(self, workers: int | None = None):
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
         self.workers = workers or os.cpu_count() or 1
+        self.threads = max(1, (os.cpu_count() or 1) // self.workers)
         self.name = f"local processes x {self.workers}"
         self._pool: ProcessPoolExecutor | None = None
 
     def imap(self, fn: Callable, tasks: dict[str, dict]) -> Iterator[tuple[str, dict]]:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_limit_threads,
+                                             initargs=(self.threads,))
         futures = {self._pool.submit(_call, fn, kwargs): key for key, kwargs in tasks.items()}
         try:
             for fut in as_completed(futures):

@@ -103,7 +103,8 @@ def test_em_command_test_case_and_toy_plot(tmp_path, capsys):
     assert code == 0, err
     assert "-152.16319226" not in out  # the first E-step LL is not the converged one
     assert "over all entries (the course's figure)" in out and "over the missing entries only" in out
-    code, out, err = run(["em", "toy", "--K", "3", "--method", "kmeans", "--plot", str(tmp_path)], capsys)
+    code, out, err = run(["em", "toy", "--K", "3", "--method", "kmeans", "--plot", str(tmp_path), "--scheduler",
+                          "serial"], capsys)
     assert code == 0, err
     assert "1329.59486" in out and (tmp_path / "kmeans_K3.png").is_file()
     code, out, err = run(["em", "test", "--K", "2", "--method", "kmeans"], capsys)
