@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -79,6 +81,14 @@ class ProcessExecutor:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def terminate(self) -> None:
+        """Stop now: kill the worker processes (their running tasks are lost; finished ones are on disk)."""
+        if self._pool is not None:
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                proc.terminate()
+            self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
 
@@ -165,6 +175,7 @@ def run_sweep(fn: Callable[..., dict], tasks: dict[str, dict], *, out: str | Pat
     own = executor is None
     executor = get_executor(None) if executor is None else executor
     bar = tqdm(total=len(tasks), initial=len(done), desc=f"{desc} ({executor.name})", disable=not progress)
+    previous = _sigterm_raises()
     try:
         for key, result in executor.imap(fn, todo):
             if folder is not None:
@@ -173,8 +184,28 @@ def run_sweep(fn: Callable[..., dict], tasks: dict[str, dict], *, out: str | Pat
             if on_result is not None:
                 on_result(key, result)
             bar.update()
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM: stop the workers too, keep what is on disk
+        if hasattr(executor, "terminate"):
+            executor.terminate()
+        raise
     finally:
         bar.close()
+        if previous is not _UNCHANGED:
+            signal.signal(signal.SIGTERM, previous)
         if own:
             executor.close()
     return {k: done[k] for k in tasks}
+
+
+_UNCHANGED = object()
+
+
+def _sigterm_raises():
+    """Make SIGTERM raise SystemExit in this (main) thread while a sweep runs, so that worker processes are
+    stopped rather than orphaned; returns the previous handler (_UNCHANGED off the main thread: nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        return _UNCHANGED
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+    return signal.signal(signal.SIGTERM, handler)

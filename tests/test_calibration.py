@@ -158,3 +158,51 @@ def test_executor_and_sbc_argument_errors():
         sbc(CASES["gaussian-mf"][0], num_replications=2, size=(3, 3, 0.5), num_draws=10, bins=4, executor=SERIAL)
     with pytest.raises(ValueError, match="task keys"):
         run_sweep(lambda: {}, {"a/b": {}}, executor=SERIAL, progress=False)
+
+
+def _sleepy_task(folder: str, key: str, seconds: float) -> dict:
+    """Writes its process id, then sleeps (a long replication)."""
+    import os
+    import time
+    from pathlib import Path
+
+    Path(folder, f"{key}.pid").write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return {"key": key}
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_sweep_stops_its_local_workers(tmp_path):
+    """Killing the parent of a local-process sweep with SIGTERM must not leave its workers running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import sys; sys.path.insert(0, '.'); from inference.sweep import run_sweep, get_executor; "
+              "from tests.test_calibration import _sleepy_task; "
+              f"tasks = {{f't{{i}}': dict(folder={str(tmp_path)!r}, key=f't{{i}}', seconds=120) for i in range(4)}}; "
+              f"run_sweep(_sleepy_task, tasks, out={str(tmp_path / 'out')!r}, executor=get_executor('local', workers=2), "
+              "progress=False)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=root)
+    deadline = time.time() + 120
+    while len(list(tmp_path.glob("*.pid"))) < 2 and time.time() < deadline and parent.poll() is None:
+        time.sleep(0.2)
+    pids = [int(p.read_text()) for p in tmp_path.glob("*.pid")]
+    assert len(pids) == 2, "the workers did not start"
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=60) != 0
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    deadline = time.time() + 20
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in pids)
+    assert not list((tmp_path / "out").glob("*.json"))  # nothing finished, nothing half-written
