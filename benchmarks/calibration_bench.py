@@ -1,7 +1,7 @@
 """Calibration figures for every model on small problems drawn from its prior.
 
     python benchmarks/calibration_bench.py --pvalues [--replications 200]     # SBC p-values, every Gibbs sampler
-    python benchmarks/calibration_bench.py --nuts [--replications 100]        # SBC p-values, NUTS (gaussian-mf)
+    python benchmarks/calibration_bench.py --nuts [MODEL ...] --replications 100   # SBC p-values of NUTS
     python benchmarks/calibration_bench.py --sweep-time [--replications 200]  # local processes vs Dask LocalCluster
     python benchmarks/calibration_bench.py --geweke                           # max |z| per Gibbs sampler
 
@@ -31,6 +31,10 @@ def size_of(name):
     return CALIBRATION_SIZES[name.split(" ")[0]], CALIBRATION_SAMPLER[name.split(" ")[0]]
 
 
+# NUTS draws are nearly independent: no thinning, 39 draws (4 per rank bin) and 100 adaptation steps per replication
+NUTS_SETTINGS = dict(num_draws=39, warmup=100, thin=1)
+
+
 def pvalues(R: int, method: str, names) -> None:
     executor = get_executor("local")
     print("| model | method | size | replications x draws | quantities | smallest p | Bonferroni min p | wall s |")
@@ -38,11 +42,11 @@ def pvalues(R: int, method: str, names) -> None:
     try:
         for name in names:
             size, (warmup, thin) = size_of(name)
+            kw = NUTS_SETTINGS if method == "nuts" else dict(num_draws=99, warmup=warmup, thin=thin)
             t0 = time.perf_counter()
-            res = sbc(MODELS[name], method, num_replications=R, size=size, num_draws=99, warmup=warmup, thin=thin,
-                      executor=executor, progress=False)
+            res = sbc(MODELS[name], method, num_replications=R, size=size, executor=executor, progress=False, **kw)
             p = res.pvalues
-            print(f"| {name} | {method} | {size} | {R} x 99 | {', '.join(p)} | {min(p.values()):.4f} | "
+            print(f"| {name} | {method} | {size} | {R} x {kw['num_draws']} | {', '.join(p)} | {min(p.values()):.4f} | "
                   f"{res.min_pvalue_bonferroni:.4f} | {time.perf_counter() - t0:.1f} |", flush=True)
     finally:
         executor.close()
@@ -77,15 +81,16 @@ def sweep_time(R: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pvalues", action="store_true")
-    ap.add_argument("--nuts", action="store_true")
+    ap.add_argument("--nuts", nargs="*", default=None, metavar="MODEL",
+                    help="SBC of NUTS for these models (default: gaussian-mf bayes-gmm)")
     ap.add_argument("--sweep-time", action="store_true")
     ap.add_argument("--geweke", action="store_true")
     ap.add_argument("--replications", type=int, default=200)
     args = ap.parse_args()
     if args.pvalues:
         pvalues(args.replications, "gibbs", list(MODELS))
-    if args.nuts:
-        pvalues(args.replications, "nuts", ["gaussian-mf"])
+    if args.nuts is not None:
+        pvalues(args.replications, "nuts", args.nuts or ["gaussian-mf", "bayes-gmm"])
     if args.sweep_time:
         sweep_time(args.replications)
     if args.geweke:

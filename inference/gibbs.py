@@ -19,8 +19,9 @@ __all__ = ["fit_gibbs"]
 
 
 def fit_gibbs(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmup: int | None = None,
-              num_chains: int = 4, thin: int = 1, init: Any = None, dtype: torch.dtype = torch.float64,
-              device: str = "cpu", progress: bool = True, callback: Callable | None = None) -> InferenceResult:
+              num_chains: int = 4, thin: int = 1, init: Any = None, batched: bool | None = None,
+              dtype: torch.dtype = torch.float64, device: str = "cpu", progress: bool = True,
+              callback: Callable | None = None) -> InferenceResult:
     """Run ``num_chains`` Gibbs chains; keep every ``thin``-th sweep after ``warmup`` sweeps.
 
     Args:
@@ -28,7 +29,11 @@ def fit_gibbs(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmu
         num_samples: kept draws per chain.
         warmup: sweeps discarded first (default: num_samples).
         init: None (a prior draw per chain) or a list of per-chain states.
-        callback: callback(iteration, state, log_joint) -> stop? (per chain).
+        batched: sweep all chains at once as one batch (a leading chain dimension), for models that declare
+            ``gibbs_batched_chains``; None (default): batched when the model can and there is more than one chain.
+            The chains stay independent (one random stream feeds them all); the cost per sweep is about that of one
+            chain when the problem is small enough that per-operation overheads dominate.
+        callback: callback(iteration, state, log_joint) -> stop? (per chain; batched: the summed log joint).
 
     Returns:
         InferenceResult with posterior draws (chain, draw, ...) of every site and invariant quantity,
@@ -42,6 +47,13 @@ def fit_gibbs(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmu
         raise ValueError(f"seed must be an int for Gibbs (one seed per chain is spawned from it), got {seed!r}")
     data = model.prepare(data, dtype=dtype, device=device)
     total = warmup + num_samples * thin
+    if batched and not getattr(model, "gibbs_batched_chains", False):
+        raise ValueError(f"batched=True: model {model.name!r} cannot sweep chains as one batch")
+    if batched is None:
+        batched = getattr(model, "gibbs_batched_chains", False) and num_chains > 1 and init is None
+    if batched:
+        return _fit_batched(model, data, seed=seed, num_chains=num_chains, warmup=warmup, thin=thin, total=total,
+                            progress=progress, callback=callback)
     chains, traces, seconds, diverged = [], [], [], False
     start = time.perf_counter()
     for c, chain_seed in enumerate(chain_seeds(seed, num_chains)):
@@ -79,3 +91,42 @@ def fit_gibbs(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmu
                               "seconds": torch.tensor([s[:L] for s in seconds], dtype=torch.float64)},
                        sample_stats={"log_joint": log_joint}, seed=seed,
                        wall_time=time.perf_counter() - start, extra_attrs=extra)
+
+
+def _fit_batched(model: Any, data: Any, *, seed: int, num_chains: int, warmup: int, thin: int, total: int,
+                 progress: bool, callback: Callable | None) -> InferenceResult:
+    """All chains in one batched state (C, ...): one sweep updates every chain."""
+    generator = torch.Generator().manual_seed(chain_seeds(seed, 1)[0])
+    state = model.gibbs_init(data, generator, num_chains=num_chains)
+    per_sweep = [model.log_joint(data, *state)]  # (C,) per sweep
+    kept: list = []
+
+    def step(s):
+        s = model.gibbs_sweep(data, s, generator)
+        lj = model.log_joint(data, *s)
+        per_sweep.append(lj)
+        return s, lj.sum()
+
+    def keep(it, s, obj):
+        if it > warmup and (it - warmup) % thin == 0:
+            kept.append(s)
+        return callback(it, s, obj) if callback is not None else None
+
+    start = time.perf_counter()
+    state, out = run_loop(step, state, num_iters=total, initial_objective=float(per_sweep[0].sum()), progress=progress,
+                          callback=keep, desc=f"Gibbs {num_chains} chains (batched) {model.name}")
+    wall = time.perf_counter() - start
+    if len(kept) == 0:
+        raise RuntimeError(f"Gibbs kept no draws (diverged at sweep {out.num_iters + 1})")
+    posterior = {k: torch.stack([getattr(s, k) for s in kept], 1) for k in kept[0]._fields}  # (chain, draw, ...)
+    posterior.update(model.invariants(data, **posterior))
+    log_joint = posterior.pop("log_joint")
+    L = len(out.objective)
+    point = {k: v[0].mean(0) if k in model.sites else v.mean((0, 1)) for k, v in posterior.items()}
+    extra = {"num_iters": total, "warmup": warmup, "thin": thin, "num_chains": num_chains, "diverged": out.diverged,
+             "objective_name": "log_joint", "batched_chains": True}
+    seconds = torch.tensor(out.seconds, dtype=torch.float64)
+    return make_result("gibbs", model, data, posterior=posterior, point=point, variational=None,
+                       trace={"objective": torch.stack(per_sweep[:L], 1).to(torch.float64),
+                              "seconds": seconds.expand(num_chains, L).clone()},
+                       sample_stats={"log_joint": log_joint}, seed=seed, wall_time=wall, extra_attrs=extra)

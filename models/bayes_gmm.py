@@ -39,6 +39,7 @@ from models.conjugate import gamma_kl, sample_gamma
 __all__ = ["BayesGMM", "MixtureData", "as_mixture_data", "NGParams", "GibbsState", "CaviState"]
 
 LOG_2PI = math.log(2 * math.pi)
+_BATCH_MAX = 5_000_000  # draws x n x K evaluated at once by log_joint
 
 
 @dataclass(frozen=True, eq=False)
@@ -278,21 +279,31 @@ class BayesGMM(MixtureHooks):
         return NGParams(self.alpha0 + n_j, m, beta, a, b)
 
     def component_log_lik(self, data: MixtureData, mu: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-        """(n, K) sum_i o_ui log N(x_ui; mu_ji, 1/tau_j)."""
+        """(..., n, K) sum_i o_ui log N(x_ui; mu_ji, 1/tau_j) for mu (..., K, d), tau (..., K)."""
         O = data.mask.to(data.dtype)
-        dist2 = (O * data.X ** 2).sum(1)[:, None] - 2 * data.X @ mu.T + O @ (mu ** 2).T  # missing x are 0
+        dist2 = ((O * data.X ** 2).sum(1)[:, None] - 2 * data.X @ mu.transpose(-1, -2)
+                 + O @ (mu ** 2).transpose(-1, -2))  # missing x are 0
         n_obs = O.sum(1)[:, None]
-        return 0.5 * n_obs * (torch.log(tau)[None] - LOG_2PI) - 0.5 * tau[None] * dist2
+        return 0.5 * n_obs * (torch.log(tau)[..., None, :] - LOG_2PI) - 0.5 * tau[..., None, :] * dist2
 
     def log_joint(self, data: MixtureData, pi: torch.Tensor, mu: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-        """log p(pi, mu, tau, X) with z summed out; batched over leading dims of pi (..., K)."""
-        if pi.dim() > 1:
-            flat = [t.reshape(-1, *t.shape[len(pi.shape) - 1:]) for t in (pi, mu, tau)]
-            return torch.stack([self.log_joint(data, *v) for v in zip(*flat)]).reshape(pi.shape[:-1])
-        lp = dist.Dirichlet(torch.full_like(pi, self.alpha0)).log_prob(pi)
-        lp = lp + dist.Gamma(torch.full_like(tau, self.a0), torch.full_like(tau, self.b0)).log_prob(tau).sum()
-        lp = lp + dist.Normal(self.m0, 1.0 / torch.sqrt(self.beta0 * tau)[:, None]).log_prob(mu).sum()
-        return lp + torch.logsumexp(torch.log(pi)[None] + self.component_log_lik(data, mu, tau), 1).sum()
+        """log p(pi, mu, tau, X) with z summed out; batched over leading dims of pi (..., K) (in chunks of
+        draws so that memory stays O(chunk n K))."""
+        lead = pi.shape[:-1]
+        step = max(1, _BATCH_MAX // (data.shape[0] * self.K))  # draws per chunk
+        if len(lead) and lead.numel() > step:
+            flat = [t.reshape(-1, *t.shape[len(lead):]) for t in (pi, mu, tau)]
+            return torch.cat([self._log_joint(data, *(t[i:i + step] for t in flat))
+                              for i in range(0, len(flat[0]), step)]).reshape(lead)
+        return self._log_joint(data, pi, mu, tau)
+
+    def _log_joint(self, data: MixtureData, pi: torch.Tensor, mu: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        lp = torch.distributions.Dirichlet(torch.full_like(pi, self.alpha0), validate_args=False).log_prob(pi)
+        a0, b0 = (torch.tensor(v, dtype=tau.dtype, device=tau.device) for v in (self.a0, self.b0))
+        lp = lp + torch.distributions.Gamma(a0, b0, validate_args=False).log_prob(tau).sum(-1)
+        lp = lp + torch.distributions.Normal(self.m0, 1.0 / torch.sqrt(self.beta0 * tau)[..., None],
+                                             validate_args=False).log_prob(mu).sum((-2, -1))
+        return lp + torch.logsumexp(torch.log(pi)[..., None, :] + self.component_log_lik(data, mu, tau), -1).sum(-1)
 
     def _check_mode(self, d: int) -> None:
         if self.a0 + d / 2 <= 1:

@@ -74,20 +74,19 @@ def sample_multinomial(total: torch.Tensor, probs: torch.Tensor, generator: torc
     draws, O(rows x K) work, any torch device.
 
     Args:
-        total: (R,) non-negative integer totals (float dtype).
-        probs: (R, K) non-negative weights; each row is normalised here.
+        total: (..., R) non-negative integer totals (float dtype), broadcastable to probs' leading dims.
+        probs: (..., R, K) non-negative weights; each row is normalised here.
 
     Returns:
-        (R, K) integer draws (float dtype), each row summing to its total.
+        (..., R, K) integer draws (float dtype), each row summing to its total.
     """
     probs = probs / probs.sum(-1, keepdim=True)
-    tail = probs.flip(-1).cumsum(-1).flip(-1)  # tail[:, k] = sum_{j >= k} p_j, stable against cancellation
-    z = torch.empty_like(probs)
-    remaining = total.clone()
-    K = probs.shape[-1]
-    for k in range(K - 1):
-        p = (probs[:, k] / tail[:, k]).nan_to_num(0.0).clamp(0.0, 1.0)
-        z[:, k] = torch.binomial(remaining, p, generator=generator)
-        remaining = remaining - z[:, k]
-    z[:, K - 1] = remaining
-    return z
+    tail = probs.flip(-1).cumsum(-1).flip(-1)  # tail[..., k] = sum_{j >= k} p_j, stable against cancellation
+    cond = (probs / tail).nan_to_num(0.0).clamp(0.0, 1.0).movedim(-1, 0).contiguous()  # (K, ..., R) contiguous rows
+    remaining = total.expand(probs.shape[:-1]).contiguous()
+    z = []
+    for k in range(probs.shape[-1] - 1):
+        z.append(torch.binomial(remaining, cond[k], generator=generator))
+        remaining = remaining - z[-1]
+    z.append(remaining)
+    return torch.stack(z, -1)

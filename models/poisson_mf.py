@@ -48,6 +48,8 @@ __all__ = ["PoissonMF", "PoissonMFParams", "Allocation", "CaviState", "GibbsStat
 # Smallest normaliser S_nm accepted on the fast (shifted exp) path before the exact log-sum-exp path
 # is used instead; far above float64/float32 underflow so the reciprocal x / S cannot overflow.
 _FAST_PATH_MIN_NORM = 1e-30
+# Largest (draws x nnz x K) evaluated in one batch by log_joint.
+_BATCHED_LOG_JOINT_MAX = 20_000_000
 # Initial E[theta_nk] (E[eta_mk]) added to the data-informed start so that empty rows (columns) stay positive.
 _EMPTY_ROW_MEAN = 1e-3
 
@@ -245,14 +247,15 @@ class PoissonMF:
     def log_joint(self, data: CountMatrix, theta: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         """log p(theta, eta, X), every constant included. theta (..., N, K), eta (..., M, K) -> (...).
 
-        Batched draws are evaluated one at a time so memory stays O(nnz K)."""
-        if theta.dim() > 2:
+        Batched draws are evaluated together while (draws x nnz x K) stays under _BATCHED_LOG_JOINT_MAX, else one
+        at a time so memory stays O(nnz K)."""
+        if theta.dim() > 2 and theta[..., 0, 0].numel() * data.nnz * self.K > _BATCHED_LOG_JOINT_MAX:
             batch = theta.shape[:-2]
             flat_t, flat_e = theta.reshape(-1, *theta.shape[-2:]), eta.reshape(-1, *eta.shape[-2:])
             return torch.stack([self.log_joint(data, t, e) for t, e in zip(flat_t, flat_e)]).reshape(batch)
         lp = gamma_log_pdf(theta, self.a_theta, self.b_theta).sum((-2, -1))
         lp = lp + gamma_log_pdf(eta, self.a_eta, self.b_eta).sum((-2, -1))
-        rate_nz = (theta[..., data.rows, :] * eta[..., data.cols, :]).sum(-1)
+        rate_nz = (theta.index_select(-2, data.rows) * eta.index_select(-2, data.cols)).sum(-1)
         lik = torch.xlogy(data.values, rate_nz).sum(-1) - data.log_factorial_sum()
         return lp + lik - (theta.sum(-2) * eta.sum(-2)).sum(-1)
 
@@ -264,17 +267,17 @@ class PoissonMF:
                                                                - rate_nz.sum())
 
     def z_conditional(self, data: CountMatrix, theta: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
-        """(nnz, K) multinomial probabilities p_nmk ∝ theta_nk eta_mk of z_nm | . (eq. 2)."""
-        w = theta[data.rows] * eta[data.cols]
+        """(..., nnz, K) multinomial probabilities p_nmk ∝ theta_nk eta_mk of z_nm | . (eq. 2)."""
+        w = theta.index_select(-2, data.rows) * eta.index_select(-2, data.cols)  # (fast gathers, any leading dims)
         return w / w.sum(-1, keepdim=True)
 
     def theta_conditional(self, z_theta: torch.Tensor, eta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ga(shape, rate) of theta | z, eta (eq. 3). z_theta: (N, K) sum_m z_nmk; eta: (M, K)."""
-        return gamma_posterior(self.a_theta, self.b_theta, z_theta, eta.sum(0))
+        """Ga(shape, rate) of theta | z, eta (eq. 3). z_theta: (..., N, K) sum_m z_nmk; eta: (..., M, K)."""
+        return gamma_posterior(self.a_theta, self.b_theta, z_theta, eta.sum(-2, keepdim=True))
 
     def eta_conditional(self, z_eta: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ga(shape, rate) of eta | z, theta (eq. 4). z_eta: (M, K) sum_n z_nmk; theta: (N, K)."""
-        return gamma_posterior(self.a_eta, self.b_eta, z_eta, theta.sum(0))
+        """Ga(shape, rate) of eta | z, theta (eq. 4). z_eta: (..., M, K) sum_n z_nmk; theta: (..., N, K)."""
+        return gamma_posterior(self.a_eta, self.b_eta, z_eta, theta.sum(-2, keepdim=True))
 
     def allocate(self, data: CountMatrix, phi_theta: torch.Tensor, phi_eta: torch.Tensor, *,
                  exact: bool = False) -> Allocation:
@@ -461,21 +464,26 @@ class PoissonMF:
     # ------------------------------------------------------------------------------------------------
     # Gibbs (the loop lives in inference.gibbs)
 
-    def gibbs_init(self, data: CountMatrix, generator: torch.Generator) -> GibbsState:
-        """Start a chain at a draw of the prior."""
+    # Chains can run as one batch: a state with a leading chain dimension (C, N, K), (C, M, K) is swept at once.
+    gibbs_batched_chains = True
+
+    def gibbs_init(self, data: CountMatrix, generator: torch.Generator, num_chains: int | None = None) -> GibbsState:
+        """Start a chain (or ``num_chains`` chains, stacked on a leading dimension) at a draw of the prior."""
         N, M = data.shape
+        lead = () if num_chains is None else (num_chains,)
 
         def draw(n, a, b):
-            return sample_gamma(torch.full((n, self.K), a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64),
-                                generator).to(data.device, data.dtype)
+            return sample_gamma(torch.full(lead + (n, self.K), a, dtype=torch.float64),
+                                torch.tensor(b, dtype=torch.float64), generator).to(data.device, data.dtype)
         return GibbsState(draw(N, self.a_theta, self.b_theta), draw(M, self.a_eta, self.b_eta))
 
     def gibbs_sweep(self, data: CountMatrix, state: GibbsState, generator: torch.Generator) -> GibbsState:
-        """One systematic-scan sweep: z | theta, eta (eq. 2); theta | z, eta (eq. 3); eta | z, theta (eq. 4)."""
+        """One systematic-scan sweep: z | theta, eta (eq. 2); theta | z, eta (eq. 3); eta | z, theta (eq. 4).
+        theta (..., N, K), eta (..., M, K): leading dimensions are independent chains."""
         theta, eta = state
         z = sample_multinomial(data.values, self.z_conditional(data, theta, eta), generator)     # eq. 2
-        z_theta = torch.zeros_like(theta).index_add_(0, data.rows, z)
-        z_eta = torch.zeros_like(eta).index_add_(0, data.cols, z)
+        z_theta = torch.zeros_like(theta).index_add_(-2, data.rows, z)
+        z_eta = torch.zeros_like(eta).index_add_(-2, data.cols, z)
         theta = sample_gamma(*self.theta_conditional(z_theta, eta), generator)                  # eq. 3
         eta = sample_gamma(*self.eta_conditional(z_eta, theta), generator)                      # eq. 4
         return GibbsState(theta, eta)

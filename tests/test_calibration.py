@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference.calibration import geweke, sbc, sbc_replication, vsbc
+from inference.calibration import geweke, sbc, sbc_replication, vsbc, vsbc_symmetry_pvalues
 from inference.sweep import get_executor, run_sweep
 from models import BayesGMM, PoissonMF
 from models.bayes_gmm_full import BayesGMMFull
@@ -88,13 +88,36 @@ def test_geweke_detects_a_broken_conditional():
 @pytest.mark.slow
 def test_vsbc_quantiles_of_cavi_are_symmetric():
     """Gaussian MF CAVI (fixed prior, K=1): the posterior quantile of the truth under q is symmetric about 1/2."""
-    from scipy.stats import ks_2samp
-
     model = GaussianMF(K=1, prior="fixed", center=False, noise_prior=(3.0, 1.0))
     q = vsbc(model, num_replications=60, size=(4, 3, 0.7), num_iters=100, num_samples=400, seed=3, progress=False)
     for k, p in q.items():
         assert p.shape == (60,) and ((p >= 0) & (p <= 1)).all()
-        assert ks_2samp(p, 1 - p).pvalue > 1e-3, (k, np.round(np.sort(p), 2))
+    assert min(vsbc_symmetry_pvalues(q).values()) > 1e-3, {k: np.round(np.sort(p), 2) for k, p in q.items()}
+
+
+@pytest.mark.slow
+def test_vsbc_quantiles_are_uniform_where_q_is_exact_and_a_biased_q_is_flagged():
+    """BayesGMM with K=1 and complete data: CAVI's q is the exact posterior, so the quantile of the truth is
+    uniform (not only symmetric). The same check on a q shifted by a wrong update (prior mean counted twice)
+    must fail the symmetry test."""
+    from scipy.stats import kstest
+
+    model = BayesGMM(K=1, beta0=1.0)
+    q = vsbc(model, num_replications=150, size=(8, 2), num_iters=3, num_samples=400, seed=1, progress=False)
+    for k, p in q.items():
+        assert kstest(p, "uniform").pvalue > 1e-3, (k, np.round(np.sort(p), 2))
+    wrong = vsbc(ShiftedMeanGMM(K=1, beta0=1.0), num_replications=150, size=(8, 2), num_iters=3, num_samples=400,
+                 seed=1, progress=False)
+    assert min(vsbc_symmetry_pvalues({k: v for k, v in wrong.items() if k.startswith("mu")}).values()) < 1e-4
+
+
+@dataclass(frozen=True)
+class ShiftedMeanGMM(BayesGMM):
+    """q(mu) centred on (beta0 m0 + S + 1) / beta instead of (beta0 m0 + S) / beta: a dropped-term-style slip."""
+
+    def posterior_params(self, data, w):
+        p = super().posterior_params(data, w)
+        return p._replace(m=p.m + 1.0 / p.beta)
 
 
 # ---------------------------------------------------------------------------------------------------
