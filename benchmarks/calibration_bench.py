@@ -4,6 +4,7 @@
     python benchmarks/calibration_bench.py --nuts [MODEL ...] --replications 100   # SBC p-values of NUTS
     python benchmarks/calibration_bench.py --sweep-time [--replications 200]  # local processes vs Dask LocalCluster
     python benchmarks/calibration_bench.py --geweke                           # max |z| per Gibbs sampler
+    python benchmarks/calibration_bench.py --vsbc [--replications 200]        # VSBC of CAVI, every model
 
 Problem sizes and sampler settings are the CLI's (inference/cli.py CALIBRATION_SIZES / CALIBRATION_SAMPLER).
 """
@@ -16,7 +17,7 @@ import warnings
 
 warnings.simplefilter("ignore")
 
-from inference.calibration import geweke, sbc  # noqa: E402
+from inference.calibration import geweke, sbc, vsbc, vsbc_symmetry_pvalues  # noqa: E402
 from inference.cli import CALIBRATION_SAMPLER, CALIBRATION_SIZES  # noqa: E402
 from inference.sweep import get_executor  # noqa: E402
 from models import BayesGMM, BayesGMMFull, PoissonMF  # noqa: E402
@@ -85,6 +86,7 @@ def main() -> None:
                     help="SBC of NUTS for these models (default: gaussian-mf bayes-gmm)")
     ap.add_argument("--sweep-time", action="store_true")
     ap.add_argument("--geweke", action="store_true")
+    ap.add_argument("--vsbc", action="store_true")
     ap.add_argument("--replications", type=int, default=200)
     args = ap.parse_args()
     if args.pvalues:
@@ -93,6 +95,8 @@ def main() -> None:
         pvalues(args.replications, "nuts", args.nuts or ["gaussian-mf", "bayes-gmm"])
     if args.sweep_time:
         sweep_time(args.replications)
+    if args.vsbc:
+        vsbc_table(args.replications)
     if args.geweke:
         print("| model | test functions | max abs z | min ESS (successive) |")
         print("|---|---|---|---|")
@@ -100,6 +104,25 @@ def main() -> None:
             size, _ = size_of(name)
             res = geweke(model, size, num_marginal=3000, num_successive=6000, seed=0, progress=False)
             print(f"| {name} | {len(res.table)} | {res.max_abs_z:.2f} | {res.table['ess'].min():.0f} |", flush=True)
+
+
+def vsbc_table(R: int) -> None:
+    """VSBC (Yao et al. 2018) of every model's CAVI: symmetry of the posterior quantile of the truth under q."""
+    executor = get_executor("local")
+    print("| model | size | quantities | mean quantile (min..max over quantities) | smallest symmetry p | wall s |")
+    print("|---|---|---|---|---|---|")
+    try:
+        for name, model in MODELS.items():
+            size, _ = size_of(name)
+            t0 = time.perf_counter()
+            q = vsbc(model, num_replications=R, size=size, num_iters=200, num_samples=400, executor=executor,
+                     progress=False)
+            p = vsbc_symmetry_pvalues(q)
+            means = [float(v.mean()) for v in q.values()]
+            print(f"| {name} | {size} | {', '.join(q)} | {min(means):.3f}..{max(means):.3f} | {min(p.values()):.2g} "
+                  f"({min(p, key=p.get)}) | {time.perf_counter() - t0:.1f} |", flush=True)
+    finally:
+        executor.close()
 
 
 if __name__ == "__main__":
