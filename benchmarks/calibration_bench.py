@@ -6,7 +6,8 @@
     python benchmarks/calibration_bench.py --geweke                           # max |z| per Gibbs sampler
     python benchmarks/calibration_bench.py --vsbc [--replications 200]        # VSBC of CAVI, every model
 
-Problem sizes and sampler settings are the CLI's (inference/cli.py CALIBRATION_SIZES / CALIBRATION_SAMPLER).
+Models, problem sizes and sampler settings come from the registry's calibration entries (models.registry); the
+table adds the BPMF variant of Gaussian MF (--variants).
 """
 
 from __future__ import annotations
@@ -17,19 +18,28 @@ import warnings
 
 warnings.simplefilter("ignore")
 
-from inference.calibration import geweke, sbc, vsbc, vsbc_symmetry_pvalues  # noqa: E402
-from inference.cli import CALIBRATION_SAMPLER, CALIBRATION_SIZES  # noqa: E402
-from inference.sweep import get_executor  # noqa: E402
-from models import BayesGMM, BayesGMMFull, PoissonMF  # noqa: E402
-from models.gaussian_mf import GaussianMF  # noqa: E402
+from inference.workflows.calibration import geweke, sbc, vsbc, vsbc_symmetry_pvalues  # noqa: E402
+from inference.workflows.sweep import get_executor  # noqa: E402
+from models import registry  # noqa: E402
 
-MODELS = {"poisson-mf": PoissonMF(K=2), "bayes-gmm": BayesGMM(K=2), "bayes-gmm-full": BayesGMMFull(K=2),
-          "gaussian-mf": GaussianMF(K=2, prior="fixed", center=False, noise_prior=(3.0, 1.0)),
-          "gaussian-mf (BPMF)": GaussianMF(K=2, prior="bpmf", center=False, noise_prior=(3.0, 1.0))}
+MODELS: dict = {}  # label -> calibration model, filled by main() from the registry and --variants
 
 
-def size_of(name):
-    return CALIBRATION_SIZES[name.split(" ")[0]], CALIBRATION_SAMPLER[name.split(" ")[0]]
+def build_models(variants: list[str]) -> None:
+    """Every registered model's calibration model (K=2), plus variants "NAME:option=value" (e.g. a prior)."""
+    MODELS.clear()
+    for spec in registry.specs():
+        if spec.calibration is not None:
+            MODELS[spec.name] = spec.calibration_model()
+    for v in variants:
+        name, _, assignment = v.partition(":")
+        key, _, value = assignment.partition("=")
+        MODELS[f"{name} ({key}={value})"] = registry.get(name).calibration_model(options={key: value})
+
+
+def size_of(label):
+    cal = registry.get(label.split(" ")[0]).calibration
+    return cal.size, (cal.warmup, cal.thin)
 
 
 # NUTS draws are nearly independent: no thinning, 39 draws (4 per rank bin) and 100 adaptation steps per replication
@@ -88,7 +98,10 @@ def main() -> None:
     ap.add_argument("--geweke", action="store_true")
     ap.add_argument("--vsbc", action="store_true")
     ap.add_argument("--replications", type=int, default=200)
+    ap.add_argument("--variants", nargs="*", default=["gaussian-mf:prior=bpmf"], metavar="NAME:OPTION=VALUE",
+                    help="extra configurations of registered models")
     args = ap.parse_args()
+    build_models(args.variants)
     if args.pvalues:
         pvalues(args.replications, "gibbs", list(MODELS))
     if args.nuts is not None:

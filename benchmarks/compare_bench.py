@@ -1,4 +1,5 @@
-"""Every model fitted every way on its small synthetic problem (the CLI's `inferlab compare MODEL` defaults), and the
+"""Every registered model fitted every way on its small synthetic problem (`inferlab compare MODEL` with the
+registry's defaults and the spec's benchmark options), and the
 cost per effective sample of Gibbs against NUTS, measured in the same run.
 
     python benchmarks/compare_bench.py [--models poisson-mf bayes-gmm ...] [--out DIR]
@@ -16,66 +17,47 @@ import warnings
 
 warnings.simplefilter("ignore")
 
-from inference.cli import main as cli  # noqa: E402
+import torch  # noqa: E402
+
+from inference.workflows.compare import _markdown, compare  # noqa: E402
+from models import registry  # noqa: E402
 
 COLUMNS = ["method", "objective", "value", "heldout", "wall_s", "min_ess", "s_per_ess", "max_rhat", "psis_khat",
            "rel_rms", "max_abs_z", "sd_ratio"]
-EXTRA = {"gaussian-mf": ["--prior", "fixed", "--noise-prior", "3", "1"]}
 
 
-def run(model: str, out: str | None) -> None:
-    from inference import compare as compare_module
-    from inference.compare import _markdown
+def problem(name: str):
+    """The model and data of ``inferlab compare NAME`` with the registry's defaults (K=3, synthetic data of the
+    default size from seed 0, true K 3) and the spec's benchmark options."""
+    spec = registry.get(name)
+    model = spec.make(3 if spec.takes_K else None, options=spec.benchmark_options)
+    rows, cols = spec.synthetic_size
+    return spec, model, spec.synthetic(rows, cols, 3, torch.Generator().manual_seed(0))
 
-    captured = {}
-    original = compare_module.compare
 
-    def keep(*args, **kwargs):
-        captured["comp"] = original(*args, **kwargs)
-        return captured["comp"]
-    compare_module.compare = keep
-    try:
-        args = ["compare", model, "--no-progress", *EXTRA.get(model, [])] + (["--out", f"{out}/{model}"] if out else [])
-        import contextlib
-        import io
-
-        with contextlib.redirect_stdout(io.StringIO()):
-            code = cli(args)
-    finally:
-        compare_module.compare = original
-    if code != 0:
-        print(f"{model}: compare failed with status {code}")
-        return
-    t = captured["comp"].table
-    ref = captured["comp"].reference
+def run(name: str, out: str | None) -> None:
+    spec, model, data = problem(name)
+    comp = compare(model, data, methods=list(spec.compare_methods), seed=0, out=f"{out}/{name}" if out else None,
+                   progress=False)
+    t, ref = comp.table, comp.reference
     rename = {c: n for c in t.columns for n, key in (("heldout", "heldout"), ("rel_rms", "rel_rms"),
                                                      ("max_abs_z", "max_abs_z"), ("sd_ratio", "sd_ratio")) if key in c}
     t = t.rename(columns=rename)
     cols = [c for c in COLUMNS if c in t.columns]
-    print(f"\n### {model} (reference: {ref})\n")
+    print(f"\n### {name} (reference: {ref})\n")
     print(_markdown(t[cols]))
     rows = t.set_index("method")
     if {"gibbs", "nuts"} <= set(rows.index):
         g, n = rows.loc["gibbs", "s_per_ess"], rows.loc["nuts", "s_per_ess"]
-        print(f"\n{model}: seconds per effective sample, Gibbs {g:.4g}, NUTS {n:.4g}: Gibbs {n / g:.1f}x cheaper")
+        print(f"\n{name}: seconds per effective sample, Gibbs {g:.4g}, NUTS {n:.4g}: Gibbs {n / g:.1f}x cheaper")
 
 
 def ratio(model_name: str, seeds: list[int], samples: int, warmup: int) -> None:
-    """Gibbs vs NUTS seconds per effective sample (worst invariant quantity) on the CLI's synthetic problem, for
+    """Gibbs vs NUTS seconds per effective sample (worst invariant quantity) on the compare benchmark's problem, for
     several seeds (each seed: its own data split and chains), and the median ratio."""
-    import argparse as ap_
-
     import numpy as np
 
-    from inference.cli import _data, _extra, _model
-    from inference.compare import compare
-
-    ns = ap_.Namespace(model=model_name, data="synthetic", rows=None, cols=None, true_K=3, seed=0, K=3, hyper=[],
-                       prior="fixed", noise_prior=[3.0, 1.0])
-    ns.rows = 100 if model_name.startswith("bayes-gmm") else 20
-    ns.cols = 2 if model_name.startswith("bayes-gmm") else 30
-    model = _model(model_name, 3, [], _extra(ns))
-    data = _data(model_name, "synthetic", ns)
+    _, model, data = problem(model_name)
     print(f"| {model_name} seed | Gibbs min ESS | Gibbs s | Gibbs s/ESS | Gibbs max R-hat | NUTS min ESS | NUTS s | "
           "NUTS s/ESS | NUTS max R-hat | ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -93,7 +75,7 @@ def ratio(model_name: str, seeds: list[int], samples: int, warmup: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["poisson-mf", "bayes-gmm", "bayes-gmm-full", "gaussian-mf"])
+    ap.add_argument("--models", nargs="+", default=None, help="registry names (default: every registered model)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--ratio", default=None, metavar="MODEL", help="only Gibbs vs NUTS cost per effective sample")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -103,7 +85,7 @@ def main() -> None:
     if args.ratio:
         ratio(args.ratio, args.seeds, args.gibbs_samples, args.gibbs_warmup)
         return
-    for m in args.models:
+    for m in args.models or registry.names():
         run(m, args.out)
 
 

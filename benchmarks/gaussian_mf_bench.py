@@ -4,7 +4,7 @@ and the CAVI vs SVI race on the course's model.
     python benchmarks/gaussian_mf_bench.py [--data movielens-100k|netflix] [--K 5 10 20 30] [--methods gibbs,als]
     python benchmarks/gaussian_mf_bench.py --race [--repeats 3]
 
-The first form is ``inferlab benchmark gaussian-mf`` (inference/mf_benchmark.py): per-split test RMSE, test log
+The first form is ``inferlab benchmark gaussian-mf`` (inference/workflows/benchmark.py): per-split test RMSE, test log
 predictive density per rating, fit time and Gibbs ms per sweep. ``--race`` fits the fixed-prior model with
 alpha ~ Ga(1, 1) on u1 at K=10 by CAVI (100 sweeps) and by minibatch SVI (20 epochs of 1,000-rating batches),
 records the closed-form ELBO and test NLL per rating after every sweep / epoch, and reports the seconds CAVI needs
@@ -23,7 +23,7 @@ import numpy as np
 warnings.simplefilter("ignore")
 
 from inference import fit_cavi, fit_svi  # noqa: E402
-from inference.mf_benchmark import BENCH_METHODS, Settings, benchmark, seconds_to_reach, splits, summary_table  # noqa: E402
+from inference.workflows.benchmark import BENCH_METHODS, Settings, benchmark, seconds_to_reach, splits, summary_table  # noqa: E402
 from models.gaussian_mf import GaussianMF  # noqa: E402
 
 
@@ -32,8 +32,8 @@ def race(repeats: int, K: int = 10) -> None:
     model = GaussianMF(K=K, prior="fixed", noise_prior=(1.0, 1.0))
     per_epoch = math.ceil(len(train) / 1000)
 
-    def nll(p):
-        return {"test_nll": model.test_nll(train, p if hasattr(p, "U_mean") else model.vb_state_from_guide(p), test)}
+    def nll(q):
+        return {"test_nll": model.test_nll(train, q, test)}
     rows = []
     for r in range(repeats):
         cavi = fit_cavi(model, train, seed=r, num_iters=100, monitor=nll, progress=False)

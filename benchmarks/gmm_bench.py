@@ -13,13 +13,12 @@ import statistics
 import time
 import warnings
 
-import numpy as np
 
 warnings.simplefilter("ignore")
 
-from models import gmm  # noqa: E402
+from models.course import gmm  # noqa: E402
 from models.datasets import load_netflix  # noqa: E402
-from models.gmm_missing import fit_missing, impute  # noqa: E402
+from models.mixture.em_missing import fit_missing, impute  # noqa: E402
 
 
 def netflix_course(nf, repeats):

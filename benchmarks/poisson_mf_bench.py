@@ -16,7 +16,6 @@ import platform
 import resource
 import statistics
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -125,9 +124,9 @@ def init_table(X, seeds=15):
 
     def start(variant, seed):
         g = torch.Generator().manual_seed(seed)
-        p = model.cavi_init(X, g, "reference" if variant == "course (reference)" else "default").params
+        p = model.cavi_init(X, g, init="reference" if variant == "course (reference)" else "default").params
         if variant == "course, rates scaled to the observed total":
-            p = model.cavi_init(X, torch.Generator().manual_seed(seed), "reference").params
+            p = model.cavi_init(X, torch.Generator().manual_seed(seed), init="reference").params
             c = torch.sqrt(((p.theta_shape / p.theta_rate).sum(0) * (p.eta_shape / p.eta_rate).sum(0)).sum() / X.total)
             p = p._replace(theta_rate=p.theta_rate * c, eta_rate=p.eta_rate * c)
             p = p._replace(phi_theta=gamma_expectations(p.theta_shape, p.theta_rate)[1],

@@ -1,16 +1,25 @@
 """inferlab inference: HOW a posterior is computed. One module per method, one signature:
 
-    fit_<method>(model, data, *, seed, num_iters|num_samples, num_chains=1, init=None, device="cpu",
-                 progress=True, callback=None) -> InferenceResult
+    fit_<method>(model, data, *, seed, num_iters|num_samples, num_chains=1, init=None, dtype, device,
+                 progress=True, callback=None, **method options) -> InferenceResult
+
+Each method checks the model's capabilities (models.protocol) before it starts. The workflows built on the
+methods (compare, calibration, selection, check_model, benchmarks) live in inference.workflows, the command line
+in inference.cli. Names load on first use, so ``import inference`` is cheap.
 """
 
-from inference.cavi import fit_cavi
-from inference.em import fit_em
-from inference.gibbs import fit_gibbs
-from inference.nuts import fit_nuts
-from inference.results import InferenceResult
-from inference.svi import fit_svi
+from models._lazy import lazy_exports
 
-METHODS = {"cavi": fit_cavi, "gibbs": fit_gibbs, "svi": fit_svi, "nuts": fit_nuts, "em": fit_em}
+__all__ = ["fit_cavi", "fit_em", "fit_gibbs", "fit_svi", "fit_nuts", "InferenceResult", "METHODS", "check_model",
+           "compare"]
 
-__all__ = ["fit_cavi", "fit_em", "fit_gibbs", "fit_svi", "fit_nuts", "InferenceResult", "METHODS"]
+_getattr, __dir__ = lazy_exports(__name__, {
+    "fit_cavi": "inference.cavi", "fit_em": "inference.em", "fit_gibbs": "inference.gibbs",
+    "fit_svi": "inference.svi", "fit_nuts": "inference.nuts", "InferenceResult": "inference.results",
+    "check_model": "inference.workflows.checks", "compare": "inference.workflows.compare"})
+
+
+def __getattr__(name: str):
+    if name == "METHODS":  # name -> fit function, in the order compare runs them
+        return {m: _getattr(f"fit_{m}") for m in ("cavi", "gibbs", "svi", "nuts", "em")}
+    return _getattr(name)

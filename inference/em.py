@@ -1,4 +1,4 @@
-"""Posterior mode (MAP) by EM for any model that exposes its maximisation steps.
+"""Posterior mode (MAP) by EM for any model with the EM capability (models.protocol.EM).
 
 The model supplies ``em_init(data, generator) -> state`` (a NamedTuple of its sites), ``em_update(data, state) ->
 state`` (one EM sweep: an E-step over the model's latent allocations, where it has them, and the mode of each block's
@@ -16,9 +16,10 @@ from typing import Any, Callable
 
 import torch
 
-from inference._common import chain_seeds, check_positive_int, make_result
+from inference.assemble import chain_seeds, check_positive_int, check_seed, make_result
 from inference.driver import run_loop
 from inference.results import InferenceResult
+from models.protocol import EM, Invariants, LogJoint, Model, require
 
 __all__ = ["fit_em"]
 
@@ -29,7 +30,7 @@ def fit_em(model: Any, data: Any, *, seed: int, num_iters: int = 500, tol: float
     """Find a posterior mode by EM from ``num_restarts`` starts and keep the one with the highest log joint.
 
     Args:
-        model: any model with ``em_init``/``em_update`` (PoissonMF, BayesGMM, BayesGMMFull, GaussianMF).
+        model: any model with the EM capability (PoissonMF, BayesGMM, BayesGMMFull, GaussianMF).
         seed: int; restart r uses an independent seed spawned from it.
         num_iters: maximum EM sweeps per start.
         tol: stop a start once the relative change of the log joint is <= tol (None: run every sweep).
@@ -42,12 +43,10 @@ def fit_em(model: Any, data: Any, *, seed: int, num_iters: int = 500, tol: float
         trace["objective"] = log joint per sweep of the kept start (entry 0 at its initialisation), and attrs
         "point_estimate" True, "restart_objectives", "converged", "monotone_violations".
     """
+    require(model, EM, Model, LogJoint, Invariants, method="fit_em")
     check_positive_int("num_iters", num_iters, minimum=0)
     check_positive_int("num_restarts", num_restarts)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if not hasattr(model, "em_update"):
-        raise ValueError(f"model {getattr(model, 'name', model)!r} has no EM (no em_update); use cavi, gibbs, svi or nuts")
+    check_seed(seed)
     if init is not None and num_restarts != 1:
         raise ValueError(f"init is one starting state, so num_restarts must be 1, got {num_restarts}")
     data = model.prepare(data, dtype=dtype, device=device)

@@ -1,7 +1,8 @@
-"""Blocked Gibbs sampling for any model that exposes its complete conditionals.
+"""Blocked Gibbs sampling for any model with the Gibbs capability (models.protocol.Gibbs).
 
 The model supplies ``gibbs_init(data, generator)``, ``gibbs_sweep(data, state, generator) -> state``,
-``log_joint`` and ``invariants``. Chains run one after another, each from its own seed.
+``log_joint`` and ``invariants``. Chains run one after another, each from its own seed, or as one batch for models
+with the BatchedGibbs capability.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from typing import Any, Callable
 
 import torch
 
-from inference._common import chain_seeds, check_positive_int, make_result
+from inference.assemble import chain_seeds, check_positive_int, check_seed, make_result
 from inference.driver import run_loop
 from inference.results import InferenceResult
+from models.protocol import BatchedGibbs, Gibbs, Invariants, LogJoint, Model, require
 
 __all__ = ["fit_gibbs"]
 
@@ -29,8 +31,8 @@ def fit_gibbs(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmu
         num_samples: kept draws per chain.
         warmup: sweeps discarded first (default: num_samples).
         init: None (a prior draw per chain) or a list of per-chain states.
-        batched: sweep all chains at once as one batch (a leading chain dimension), for models that declare
-            ``gibbs_batched_chains``; None (default): batched when the model can and there is more than one chain.
+        batched: sweep all chains at once as one batch (a leading chain dimension), for models with the
+            BatchedGibbs capability; None (default): batched when the model can and there is more than one chain.
             The chains stay independent (one random stream feeds them all); the cost per sweep is about that of one
             chain when the problem is small enough that per-operation overheads dominate.
         callback: callback(iteration, state, log_joint) -> stop? (per chain; batched: the summed log joint).
@@ -39,18 +41,19 @@ def fit_gibbs(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmu
         InferenceResult with posterior draws (chain, draw, ...) of every site and invariant quantity,
         sample_stats["log_joint"] (chain, draw) and trace["objective"] = log joint per sweep (chain, sweep).
     """
+    require(model, Gibbs, Model, LogJoint, Invariants, method="fit_gibbs")
     check_positive_int("num_samples", num_samples)
     check_positive_int("num_chains", num_chains)
     check_positive_int("thin", thin)
     warmup = num_samples if warmup is None else check_positive_int("warmup", warmup, minimum=0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int for Gibbs (one seed per chain is spawned from it), got {seed!r}")
+    check_seed(seed, " for Gibbs (one seed per chain is spawned from it)")
     data = model.prepare(data, dtype=dtype, device=device)
     total = warmup + num_samples * thin
-    if batched and not getattr(model, "gibbs_batched_chains", False):
+    can_batch = isinstance(model, BatchedGibbs) and model.gibbs_batched_chains
+    if batched and not can_batch:
         raise ValueError(f"batched=True: model {model.name!r} cannot sweep chains as one batch")
     if batched is None:
-        batched = getattr(model, "gibbs_batched_chains", False) and num_chains > 1 and init is None
+        batched = can_batch and num_chains > 1 and init is None
     if batched:
         return _fit_batched(model, data, seed=seed, num_chains=num_chains, warmup=warmup, thin=thin, total=total,
                             progress=progress, callback=callback)

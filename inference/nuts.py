@@ -1,4 +1,5 @@
-"""No-U-Turn sampling with Pyro for any model: chains run one after another, each from its own seed."""
+"""No-U-Turn sampling with Pyro for any model with a Pyro model (models.protocol.PyroModel): chains run one after
+another, each from its own seed. A model with the NUTSReparam capability is sampled in its reparameterisation."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
-from inference._common import chain_seeds, check_positive_int, make_result
+from inference.assemble import chain_seeds, check_positive_int, check_seed, make_result
 from inference.results import InferenceResult
+from models.protocol import Invariants, Model, NUTSReparam, PyroModel, require
 
 __all__ = ["fit_nuts"]
 
@@ -21,8 +23,8 @@ def fit_nuts(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmup
              callback: Callable | None = None) -> InferenceResult:
     """Sample the model's collapsed posterior with NUTS (Pyro), ``num_chains`` chains.
 
-    Uses ``model.nuts_model`` when the model provides one (a reparameterisation for NUTS, mapped back to
-    the model's sites by ``model.nuts_postprocess``), else ``model.model``.
+    Uses ``model.nuts_model`` when the model has the NUTSReparam capability (a reparameterisation for NUTS, mapped
+    back to the model's sites by ``model.nuts_postprocess``), else ``model.model``.
 
     Args:
         warmup: adaptation steps per chain (default: num_samples).
@@ -34,26 +36,28 @@ def fit_nuts(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmup
         InferenceResult with draws (chain, draw, ...), sample_stats["log_joint"] and ["diverging"], and
         trace["objective"] = log joint per kept draw (chain, draw).
     """
+    require(model, PyroModel, Model, Invariants, method="fit_nuts")
     check_positive_int("num_samples", num_samples)
     check_positive_int("num_chains", num_chains)
     warmup = num_samples if warmup is None else check_positive_int("warmup", warmup, minimum=0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_seed(seed)
     data = model.prepare(data, dtype=dtype, device=device)
+    reparam = isinstance(model, NUTSReparam)
     per_chain, diverging, seconds = [], [], []
     start = time.perf_counter()
     for c, chain_seed in enumerate(chain_seeds(seed, num_chains)):
         with torch.random.fork_rng(devices=[]), pyro.get_param_store().scope():
             torch.manual_seed(chain_seed)
-            kernel = NUTS(getattr(model, "nuts_model", model.model), jit_compile=jit, ignore_jit_warnings=True, target_accept_prob=target_accept,
-                          max_tree_depth=max_tree_depth, max_plate_nesting=getattr(model, "max_plate_nesting", None))
+            kernel = NUTS(model.nuts_model if reparam else model.model, jit_compile=jit, ignore_jit_warnings=True,
+                          target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
+                          max_plate_nesting=model.max_plate_nesting)
             mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, disable_progbar=not progress,
                         initial_params=init[c] if init is not None else None)
             t0 = time.perf_counter()
             mcmc.run(data)
             seconds.append(time.perf_counter() - t0)
             samples = {k: v.detach() for k, v in mcmc.get_samples().items()}
-            if hasattr(model, "nuts_postprocess"):  # a reparameterised NUTS model maps back to the model's sites
+            if reparam:  # a reparameterised NUTS model maps back to the model's sites
                 samples = model.nuts_postprocess(samples, data)
             per_chain.append(samples)
             div = torch.zeros(num_samples, dtype=torch.bool)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,15 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["InferenceResult", "MODELS", "register_model"]
+from models import registry
+from models._io import atomic_path
 
-MODELS: dict[str, type] = {}
-
-
-def register_model(cls: type) -> type:
-    """Make a model class loadable by name from a saved result."""
-    MODELS[cls.name] = cls
-    return cls
+__all__ = ["InferenceResult", "rhat", "ess", "mcse_mean", "psis_khat", "sampler_diagnostic_figures"]
 
 
 def _arviz():
@@ -153,23 +147,19 @@ class InferenceResult:
         return idata
 
     def _meta(self) -> dict[str, Any]:
-        model = {"name": getattr(self.model, "name", type(self.model).__name__),
-                 "hyperparameters": self.model.hyperparameters() if hasattr(self.model, "hyperparameters") else {}}
+        if isinstance(self.model, dict):  # a loaded result whose model class is not registered here
+            model = self.model
+        else:
+            model = {"name": self.model.name, "hyperparameters": self.model.hyperparameters()}
         return {"method": self.method, "model": model, "attrs": self.attrs,
                 "dims": {k: list(v) for k, v in self.dims.items()}}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the result as NetCDF (ArviZ InferenceData); a temporary file is renamed into place."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            self.to_arviz().to_netcdf(tmp, engine="h5netcdf")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        idata = self.to_arviz()
+        with atomic_path(path) as tmp:
+            idata.to_netcdf(tmp, engine="h5netcdf")
         return path
 
     @classmethod
@@ -186,7 +176,7 @@ class InferenceResult:
             meta = json.loads(idata.posterior.attrs["inferlab"])
         except (OSError, KeyError, ValueError) as exc:
             raise ValueError(f"{path} is not an inferlab result file ({exc})") from exc
-        model_cls = MODELS.get(meta["model"]["name"])
+        model_cls = registry.model_class(meta["model"]["name"])  # unregistered: the model stays a plain dict
         model = model_cls(**meta["model"]["hyperparameters"]) if model_cls else meta["model"]
 
         def group(name: str, drop_chain_draw: bool = False) -> dict[str, np.ndarray] | None:
@@ -248,23 +238,19 @@ def psis_khat(log_weights: np.ndarray) -> float:
     return float(np.asarray(k).reshape(-1)[0])
 
 
-def plot_sampler_diagnostics(result: "InferenceResult", var: str, rank_path, trace_path, max_entries: int = 4) -> list[Path]:
-    """Rank plot and trace plot (ArviZ) of the first ``max_entries`` entries of one posterior quantity."""
-    import matplotlib.pyplot as plt
-
-    from inference.plots import save_figure
-
+def sampler_diagnostic_figures(result: "InferenceResult", var: str, max_entries: int = 4) -> dict[str, Any]:
+    """ArviZ rank plot and trace plot of the first ``max_entries`` entries of one posterior quantity:
+    {"rank": figure, "trace": figure} (the caller saves and closes them)."""
     az = _arviz()
     draws = np.asarray(result.posterior[var])
     flat = draws.reshape(draws.shape[0], draws.shape[1], -1)[..., :max_entries]
     ds = az.convert_to_dataset({var: flat}, dims={var: ["entry"]})
-    files = []
+    figures = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for kind, path in (("rank", rank_path), ("trace", trace_path)):
+        for kind in ("rank", "trace"):
             axes = az.plot_rank(ds, var_names=[var]) if kind == "rank" else az.plot_trace(ds, var_names=[var])
             fig = np.asarray(axes).reshape(-1)[0].get_figure()
             fig.suptitle(f"{result.method}: {kind} plot of {var} (first {flat.shape[-1]})", fontsize=9)
-            files.append(save_figure(fig, path))
-            plt.close(fig)
-    return files
+            figures[kind] = fig
+    return figures

@@ -1,15 +1,28 @@
-"""Pure conjugate updates and Gamma/multinomial helpers shared by EM, CAVI and Gibbs.
+"""The shared conjugate maths, written once: Gamma, Poisson, multinomial, Dirichlet, Normal-Gamma, Wishart and
+Normal-Wishart updates, expectations, KL divergences and draws, and drawing a Gaussian from its precision.
 
-Gamma is (shape, rate) everywhere, as in torch.distributions: Ga(x; a, b) = b^a x^(a-1) e^(-b x) / Gamma(a).
-A block update is written once; Gibbs draws from it, CAVI feeds it expected statistics.
+Conventions: Gamma is (shape, rate) everywhere, as in torch.distributions: Ga(x; a, b) = b^a x^(a-1) e^(-b x) / Gamma(a).
+A Wishart W(W, nu) has scale matrix W (E[Lambda] = nu W). Every draw takes an explicit torch.Generator. A block
+update is written once; Gibbs draws from it, CAVI feeds it expected statistics, EM takes its mode.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["gamma_posterior", "gamma_expectations", "gamma_kl", "gamma_log_pdf", "poisson_log_pmf",
-           "sample_gamma", "sample_multinomial"]
+__all__ = ["LOG_2PI", "gamma_posterior", "gamma_expectations", "gamma_kl", "gamma_log_pdf", "poisson_log_pmf",
+           "sample_gamma", "sample_multinomial", "multinomial_log_pmf", "sample_dirichlet", "dirichlet_kl",
+           "dirichlet_expected_log", "dirichlet_mode", "normal_gamma_kl", "mv_digamma", "wishart_expected_logdet",
+           "wishart_kl", "sample_wishart", "wishart_log_pdf_isotropic", "normal_wishart_update",
+           "normal_wishart_kl", "normal_wishart_mode", "sample_gaussian_precision"]
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Gamma and Poisson
 
 
 def gamma_posterior(prior_shape: float | torch.Tensor, prior_rate: float | torch.Tensor,
@@ -67,6 +80,10 @@ def sample_gamma(shape: torch.Tensor, rate: torch.Tensor, generator: torch.Gener
     return torch._standard_gamma(shape, generator=generator) / rate
 
 
+# ---------------------------------------------------------------------------------------------------
+# Multinomial
+
+
 def sample_multinomial(total: torch.Tensor, probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Draw z_i ~ Mult(total_i, probs_i) for every row i at once, by sequential binomial splitting.
 
@@ -90,3 +107,149 @@ def sample_multinomial(total: torch.Tensor, probs: torch.Tensor, generator: torc
         remaining = remaining - z[-1]
     z.append(remaining)
     return torch.stack(z, -1)
+
+
+def multinomial_log_pmf(z: torch.Tensor, total: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """log Mult(z; total, probs) per row: z (..., R, K) counts, total (..., R), probs (..., R, K) normalised."""
+    return torch.lgamma(total + 1) - torch.lgamma(z + 1).sum(-1) + torch.xlogy(z, probs).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dirichlet
+
+
+def sample_dirichlet(alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """pi ~ Dir(alpha) along the last dimension, as normalised Gamma(alpha, 1) draws."""
+    g = sample_gamma(alpha, torch.ones_like(alpha), generator)
+    return g / g.sum(-1, keepdim=True)
+
+
+def dirichlet_kl(q_alpha: torch.Tensor, p_alpha: torch.Tensor) -> torch.Tensor:
+    """KL(Dir(q_alpha) || Dir(p_alpha)) over the last dimension."""
+    from torch.distributions import Dirichlet, kl_divergence
+
+    return kl_divergence(Dirichlet(q_alpha), Dirichlet(p_alpha))
+
+
+def dirichlet_expected_log(alpha: torch.Tensor) -> torch.Tensor:
+    """E[log pi_j] = digamma(alpha_j) - digamma(sum_l alpha_l)."""
+    return torch.digamma(alpha) - torch.digamma(alpha.sum(-1, keepdim=True))
+
+
+def dirichlet_mode(alpha: torch.Tensor) -> torch.Tensor:
+    """Mode (alpha_j - 1) / sum_l (alpha_l - 1) of Dir(alpha) (all alpha_j >= 1)."""
+    return (alpha - 1) / (alpha - 1).sum(-1, keepdim=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Normal-Gamma: tau ~ Ga(a, b), mu_i | tau ~ N(m_i, 1 / (beta_i tau)) for i = 1..d (one precision per component)
+
+
+def normal_gamma_kl(m: torch.Tensor, beta: torch.Tensor, a: torch.Tensor, b: torch.Tensor, m0: float, beta0: float,
+                    a0: float, b0: float) -> torch.Tensor:
+    """KL(NG(m, beta, a, b) || NG(m0, beta0, a0, b0)) per component: m, beta (K, d); a, b (K,) -> (K,).
+
+    KL = KL(Ga(a, b) || Ga(a0, b0)) + sum_i (beta0 / beta_i - 1 - log(beta0 / beta_i) + beta0 (a / b) (m_i - m0)^2) / 2.
+    """
+    ratio = beta0 / beta
+    kl_mu = 0.5 * (ratio - 1 - torch.log(ratio) + beta0 * (a / b)[..., None] * (m - m0) ** 2).sum(-1)
+    return gamma_kl(a, b, a0, b0) + kl_mu
+
+
+# ---------------------------------------------------------------------------------------------------
+# Wishart and Normal-Wishart: Lambda ~ W(W, nu), mu | Lambda ~ N(m, (beta Lambda)^-1)
+
+
+def mv_digamma(x: torch.Tensor, D: int) -> torch.Tensor:
+    """psi_D(x) = sum_{i=1..D} digamma(x + (1 - i) / 2)."""
+    return sum(torch.digamma(x + (1 - i) / 2) for i in range(1, D + 1))
+
+
+def wishart_expected_logdet(W: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
+    """E[log|Lambda|] = psi_D(nu / 2) + D log 2 + log|W| for Lambda ~ W(W, nu). W (..., D, D), nu (...)."""
+    D = W.shape[-1]
+    return mv_digamma(nu / 2, D) + D * math.log(2) + torch.logdet(W)
+
+
+def wishart_kl(Wq: torch.Tensor, nuq: torch.Tensor, Wp: torch.Tensor, nup: torch.Tensor) -> torch.Tensor:
+    """KL(W(Wq, nuq) || W(Wp, nup)):
+    (nuq - nup)/2 psi_D(nuq/2) - nuq D/2 + nuq/2 tr(Wp^-1 Wq) - nup/2 log|Wp^-1 Wq| + log Gamma_D(nup/2) - log Gamma_D(nuq/2)."""
+    D = Wq.shape[-1]
+    Wp_inv_Wq = torch.linalg.solve(Wp, Wq)
+    return ((nuq - nup) / 2 * mv_digamma(nuq / 2, D) - nuq * D / 2
+            + nuq / 2 * Wp_inv_Wq.diagonal(dim1=-2, dim2=-1).sum(-1) - nup / 2 * torch.logdet(Wp_inv_Wq)
+            + torch.mvlgamma(nup / 2, D) - torch.mvlgamma(nuq / 2, D))
+
+
+def sample_wishart(W: torch.Tensor, nu: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Lambda ~ W(W, nu) by the Bartlett decomposition, from an explicit generator. W (K, D, D), nu (K,)."""
+    K, D = W.shape[0], W.shape[-1]
+    L = torch.linalg.cholesky(W)
+    A = torch.zeros(K, D, D, dtype=W.dtype)
+    dof = nu[:, None] - torch.arange(D, dtype=W.dtype)[None, :]  # nu - i + 1 for i = 1..D
+    A.diagonal(dim1=-2, dim2=-1).copy_(torch.sqrt(2 * sample_gamma(dof / 2, torch.ones_like(dof), generator)))
+    tril = torch.tril(torch.ones(D, D, dtype=torch.bool), -1)
+    A[:, tril] = torch.randn(K, int(tril.sum()), generator=generator, dtype=W.dtype)
+    LA = L @ A
+    return LA @ LA.transpose(-1, -2)
+
+
+def wishart_log_pdf_isotropic(Lam: torch.Tensor, w0: float, nu: float) -> torch.Tensor:
+    """log W(Lam; w0 I, nu) with every constant, for a scale matrix w0 I. Lam (K, K) -> ()."""
+    K = Lam.shape[-1]
+    logdet = torch.logdet(Lam)
+    return ((nu - K - 1) / 2 * logdet - torch.diagonal(Lam).sum() / (2 * w0) - nu * K / 2 * math.log(2)
+            - nu * K / 2 * math.log(w0) - torch.mvlgamma(torch.tensor(nu / 2, dtype=Lam.dtype), K))
+
+
+def normal_wishart_update(N: torch.Tensor | float, xbar: torch.Tensor, scatter: torch.Tensor, m0: torch.Tensor,
+                          beta0: float, W0_inv: torch.Tensor, nu0: float):
+    """Normal-Wishart posterior from N points with mean xbar and scatter sum (x - xbar)(x - xbar)^T (Bishop 10.58-10.63):
+        beta = beta0 + N,  m = (beta0 m0 + N xbar) / beta,  nu = nu0 + N,
+        W^-1 = W0^-1 + scatter + beta0 N / (beta0 + N) (xbar - m0)(xbar - m0)^T.
+    Batched over leading dims: N (...), xbar (..., D), scatter (..., D, D). Returns (m, beta, W, nu), W symmetrised."""
+    N = torch.as_tensor(N, dtype=xbar.dtype)
+    dm = xbar - m0
+    W_inv = W0_inv + scatter + (beta0 * N / (beta0 + N))[..., None, None] * (dm[..., :, None] * dm[..., None, :])
+    beta = beta0 + N
+    m = (beta0 * m0 + N[..., None] * xbar) / beta[..., None]
+    W = torch.linalg.inv(W_inv)
+    return m, beta, 0.5 * (W + W.transpose(-1, -2)), nu0 + N
+
+
+def normal_wishart_kl(m: torch.Tensor, beta: torch.Tensor, W: torch.Tensor, nu: torch.Tensor, m0: torch.Tensor,
+                      beta0: float, W0: torch.Tensor, nu0: torch.Tensor) -> torch.Tensor:
+    """KL(NW(m, beta, W, nu) || NW(m0, beta0, W0, nu0)) = KL(W(W, nu) || W(W0, nu0))
+    + (D beta0 / beta - D + D log(beta / beta0) + beta0 nu (m - m0)^T W (m - m0)) / 2. Batched over leading dims."""
+    D = m.shape[-1]
+    dm = m - m0
+    quad = torch.einsum("...i,...ij,...j->...", dm, W, dm)
+    kl_mu = 0.5 * (D * beta0 / beta - D + D * torch.log(beta / beta0) + beta0 * nu * quad)
+    return wishart_kl(W, nu, W0, nu0) + kl_mu
+
+
+def normal_wishart_mode(m: torch.Tensor, W: torch.Tensor, nu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Joint mode of NW(m, beta, W, nu): the density is |Lambda|^((nu - D)/2) exp(-tr(W^-1 Lambda)/2
+    - beta (mu - m)^T Lambda (mu - m)/2) up to constants, so mu = m and Lambda = (nu - D) W (needs nu > D)."""
+    D = W.shape[-1]
+    return m, torch.as_tensor(nu - D, dtype=W.dtype)[..., None, None] * W
+
+
+# ---------------------------------------------------------------------------------------------------
+# Gaussians parameterised by their precision
+
+
+def sample_gaussian_precision(precision: torch.Tensor, generator: torch.Generator, *, mean: torch.Tensor | None = None,
+                              linear: torch.Tensor | None = None) -> torch.Tensor:
+    """Draws x ~ N(mu, P^-1) with P = L L^T: x = mu + L^-T eps, eps ~ N(0, I).
+
+    Give the mean ``mean`` (..., D), or the linear term ``linear`` b (..., D) with mu = P^-1 b (one Cholesky serves
+    both), or neither for mu = 0. precision (..., D, D); the draws have the broadcast batch shape of precision and
+    mean, one standard normal per entry."""
+    L = torch.linalg.cholesky(precision)
+    if linear is not None:
+        mean = torch.cholesky_solve(linear[..., None], L)[..., 0]
+    shape = precision.shape[:-1] if mean is None else torch.broadcast_shapes(precision.shape[:-1], mean.shape)
+    eps = torch.randn(shape, generator=generator, dtype=precision.dtype)
+    x = torch.linalg.solve_triangular(L.transpose(-1, -2), eps[..., None], upper=True)[..., 0]
+    return x if mean is None else mean + x

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 import urllib.request
 import warnings
 import zipfile
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models._io import write_bytes
 from models.data import CountMatrix, as_count_matrix
 
 __all__ = ["DataFileError", "data_path", "load_lastfm", "load_netflix", "load_movielens_100k",
@@ -31,7 +31,7 @@ LASTFM_URL = "https://raw.githubusercontent.com/slinderman/stats305c/main/assign
 NETFLIX_URL = "https://raw.githubusercontent.com/Samanngh/netflix-em-collaborative-filtering/main/{file}"
 MOVIELENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 
-# sha256 of every file, from ../shared/data/README.md (the published copies).
+# sha256 of every file of the published copies (the data sets' sources are listed in docs/REFERENCE.md).
 SHA256 = {
     "lastfm/subsampled_last_fm.csv": "0fc70641dc08fecde35116ab2cf439ece769878b007bcbfd7a11719a94f2cf11",
     "netflix/netflix_complete.txt": "30c27318115235e50d6124ecbead6241d2376fc7c2116106834bf558d175dc35",
@@ -98,14 +98,6 @@ def _download(url: str) -> bytes:
         raise DataFileError(f"could not download {url} ({exc})") from exc
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(payload)
-    os.replace(tmp, path)
-
-
 def data_path(key: str) -> Path:
     """Local path of a data file such as ``"lastfm/subsampled_last_fm.csv"``, downloading it if needed.
 
@@ -124,15 +116,15 @@ def data_path(key: str) -> Path:
     dataset, file = key.split("/", 1)
     try:
         if dataset == "lastfm":
-            _write_atomic(cached, _download(LASTFM_URL))
+            write_bytes(cached, _download(LASTFM_URL))
         elif dataset == "netflix":
-            _write_atomic(cached, _download(NETFLIX_URL.format(file=file)))
+            write_bytes(cached, _download(NETFLIX_URL.format(file=file)))
         else:
             archive = zipfile.ZipFile(io.BytesIO(_download(MOVIELENS_URL)))
             for member in archive.namelist():
                 name = member.split("/", 1)[-1]
                 if f"{dataset}/{name}" in SHA256:
-                    _write_atomic(_cache_dir() / dataset / name, archive.read(member))
+                    write_bytes(_cache_dir() / dataset / name, archive.read(member))
     except DataFileError as exc:
         where = f"$INFERLAB_DATA/{key} (INFERLAB_DATA={override!r})" if override else f"{cached}"
         raise DataFileError(f"{key} is not available locally and could not be downloaded ({exc}). "
@@ -173,7 +165,8 @@ def load_lastfm(*, dtype: torch.dtype = torch.float64, device: str = "cpu") -> C
     names = names[~names.index.duplicated()].reindex(items).to_numpy(dtype=object)
     long = pd.DataFrame({"row": r, "col": c, "value": df["Count"].to_numpy()})
     X = as_count_matrix(long, shape=(len(users), len(items)), dtype=dtype, device=device, name="lastfm")
-    return CountMatrix(X.rows, X.cols, X.values, X.shape, users, items, names, "lastfm")
+    return CountMatrix(X.rows, X.cols, X.values, X.shape, row_labels=users, col_labels=items, col_names=names,
+                       name="lastfm")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -30,9 +30,9 @@ import pandas as pd
 
 from inference import fit_cavi, fit_gibbs, fit_svi
 from inference.baselines import truncated_svd
-from inference.rating_baselines import als_sparse, funk_svd, tune_als
+from inference.baselines import als_sparse, funk_svd, tune_als
 from models.datasets import load_movielens_100k
-from models.gaussian_mf import GaussianMF, _heldout, as_rating_data, predict, recommend
+from models.gaussian_mf import GaussianMF, as_rating_data, heldout_scores, predict, recommend
 
 QUICK = os.environ.get("INFERLAB_NB_QUICK") == "1"
 K = 5 if QUICK else 10
@@ -75,9 +75,8 @@ print(pd.Series(scores, name="validation RMSE by lam"))
 fixed = GaussianMF(K=K, prior="fixed", noise_prior=(1.0, 1.0))
 
 
-def nll(params):
-    return {"test_nll": fixed.test_nll(train, params if hasattr(params, "U_mean") else
-                                       fixed.vb_state_from_guide(params), test)}
+def nll(q):  # q: the variational family (the same type for CAVI and SVI)
+    return {"test_nll": fixed.test_nll(train, q, test)}
 
 
 cavi_fixed = fit_cavi(fixed, train, seed=0, num_iters=10 if QUICK else 100, monitor=nll, progress=False)
@@ -111,9 +110,9 @@ vb = fit_cavi(bpmf, train, seed=0, num_iters=10 if QUICK else 200, tol=1e-7, pro
 lpd = {}
 for res, name in ((gibbs, "Gibbs, BPMF"), (vb, "CAVI, BPMF")):
     table[name] = rmse(predict(bpmf, train, res, rows, cols)[0])
-    lpd[name] = _heldout(bpmf, train, res, test)["heldout_lpd_per_rating"]
+    lpd[name] = heldout_scores(bpmf, train, res, test)["heldout_lpd_per_rating"]
 for res, name in ((cavi_fixed, "CAVI, fixed prior"), (svi, "SVI, fixed prior")):
-    lpd[name] = _heldout(fixed, train, res, test)["heldout_lpd_per_rating"]
+    lpd[name] = heldout_scores(fixed, train, res, test)["heldout_lpd_per_rating"]
 summary = pd.DataFrame({"test RMSE (u1)": pd.Series(table), "test log pred. density / rating": pd.Series(lpd)})
 summary.sort_values("test RMSE (u1)")
 

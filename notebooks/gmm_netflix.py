@@ -26,11 +26,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from inference import fit_cavi
-from inference.plots import plot_mixture
+from inference.workflows.plots import plot_mixture
 from models import BayesGMM
-from models import gmm
+from models.course import gmm
 from models.datasets import load_netflix
-from models.gmm_missing import fit_missing, impute
+from models.mixture.em_missing import fit_missing, impute
 
 QUICK = os.environ.get("INFERLAB_NB_QUICK") == "1"
 toy = load_netflix("toy")

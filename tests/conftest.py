@@ -5,11 +5,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 
-# Tests read the real data sets from the shared copy (CI exports INFERLAB_DATA; developers may not).
-if "INFERLAB_DATA" not in os.environ and SHARED.is_dir():
-    os.environ["INFERLAB_DATA"] = str(SHARED)
+# Tests read the real data sets from the folder INFERLAB_DATA names (.ci/run sets it); without it they are skipped.
 if os.environ.get("INFERLAB_DATA"):  # absolute, so that notebooks and subprocesses run elsewhere find it too
     os.environ["INFERLAB_DATA"] = str(Path(os.environ["INFERLAB_DATA"]).resolve())
 

@@ -12,36 +12,40 @@ import torch
 
 from inference import fit_cavi, fit_gibbs, fit_nuts, fit_svi
 from inference.results import InferenceResult
-from models import BayesGMM, PoissonMF
-from models.bayes_gmm_full import BayesGMMFull
+from models import BayesGMM, registry
+from models.data import CountMatrix, MixtureData
 from models.gaussian_mf import GaussianMF
 
 matplotlib.use("Agg")
 
-SIZES = {"poisson-mf": (4, 5), "bayes-gmm": (12, 1), "bayes-gmm-full": (12, 2), "gaussian-mf": (5, 4, 0.7)}
-MODELS = {"poisson-mf": PoissonMF(K=2), "bayes-gmm": BayesGMM(K=2), "bayes-gmm-full": BayesGMMFull(K=2),
-          "gaussian-mf": GaussianMF(K=1, prior="fixed", center=False, noise_prior=(3.0, 1.0))}
+# every registered model, at its registry calibration size and settings (built-ins at collection time)
+NAMES = registry.names()
 RUNS = {"cavi": lambda m, d: fit_cavi(m, d, seed=0, num_iters=20, num_samples=60, progress=False),
         "gibbs": lambda m, d: fit_gibbs(m, d, seed=0, num_samples=40, warmup=20, num_chains=2, progress=False),
         "svi": lambda m, d: fit_svi(m, d, seed=0, num_iters=30, num_samples=60, progress=False),
         "nuts": lambda m, d: fit_nuts(m, d, seed=0, num_samples=25, warmup=25, num_chains=2, progress=False)}
 
 
-@pytest.fixture(scope="module")
-def problems():
-    return {name: MODELS[name].simulate(SIZES[name], torch.Generator().manual_seed(4))[1] for name in MODELS}
+def observations(data) -> int:
+    """What the pointwise log likelihood covers: every cell of a count matrix (zeros are observed), every row of a
+    mixture, every rating."""
+    if isinstance(data, CountMatrix):
+        return data.shape[0] * data.shape[1]
+    return data.shape[0] if isinstance(data, MixtureData) else len(data)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", list(RUNS))
-@pytest.mark.parametrize("name", list(MODELS))
-def test_arviz_functions_run_on_every_method(name, method, problems, tmp_path):
-    model, data = MODELS[name], problems[name]
+@pytest.mark.parametrize("name", NAMES)
+def test_arviz_functions_run_on_every_method(name, method, tmp_path):
+    spec = registry.get(name)
+    model = spec.calibration_model()
+    data = model.simulate(spec.calibration.size, torch.Generator().manual_seed(4))[1]
     res = RUNS[method](model, data)
     idata = res.to_arviz()
     assert "log_likelihood" in idata.groups()
     (ll_name,) = list(idata.log_likelihood.data_vars)
-    n_obs = 20 if name == "poisson-mf" else (12 if name.startswith("bayes") else len(data))
+    n_obs = observations(data)
     assert idata.log_likelihood[ll_name].shape[-1] == n_obs
     invariant = next(k for k in res.posterior if k not in model.sites and k != "log_joint")
     with warnings.catch_warnings():
@@ -68,7 +72,7 @@ def test_psis_khat_is_small_when_q_is_the_exact_posterior_and_large_for_mean_fie
     _, data = model.simulate((40, 2), torch.Generator().manual_seed(0))
     res = fit_cavi(model, data, seed=0, num_iters=5, num_samples=300, progress=False)
     draws = {k: torch.as_tensor(np.asarray(v))[0] for k, v in res.posterior.items()}
-    log_w = (draws["log_joint"] - model.log_q(res.variational, draws)).numpy()
+    log_w = (draws["log_joint"] - model.family.from_dict(res.variational).log_prob(draws)).numpy()
     assert log_w.std() < 1e-8 * abs(log_w.mean())
     assert res.attrs["psis_khat"] < 0.5 and res.attrs["psis_khat_verdict"].startswith("good")
     mf = GaussianMF(K=2, prior="fixed", center=False, noise_prior=(3.0, 1.0))

@@ -1,4 +1,4 @@
-"""The course lab's factorisation baselines (REFERENCE.md section 2): SGD, masked SGD, SVD, ALS."""
+"""The course lab's factorisation baselines (docs/REFERENCE.md section 2): SGD, masked SGD, SVD, ALS."""
 
 import numpy as np
 import pytest
@@ -67,7 +67,7 @@ def test_bad_input(call, match):
 
 
 from gmf_helpers import ratings  # noqa: E402
-from inference.rating_baselines import als_sparse, funk_svd, tune_als  # noqa: E402
+from inference.baselines import als_sparse, funk_svd, tune_als  # noqa: E402
 
 
 def test_funk_svd_one_epoch_follows_the_update_rules_literally():

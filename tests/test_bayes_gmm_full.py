@@ -1,4 +1,4 @@
-"""Derivation checks for the Normal-Wishart (full-covariance) Bayesian GMM, models/bayes_gmm_full.py eqs. 1-4."""
+"""Derivation checks for the Normal-Wishart (full-covariance) Bayesian GMM, models/mixture/full.py eqs. 1-4."""
 
 import itertools
 import math
@@ -12,7 +12,8 @@ from pyro import poutine
 from inference import fit_cavi, fit_gibbs, fit_nuts
 from inference.results import mcse_mean, rhat
 from models import BayesGMMFull, as_mixture_data
-from models.bayes_gmm_full import NWParams, sample_wishart, wishart_kl
+from models.conjugate import sample_gaussian_precision, sample_wishart, wishart_kl
+from models.mixture.full import NWParams
 
 MODELS = [BayesGMMFull(K=2), BayesGMMFull(K=2, alpha0=0.7, m0=0.5, beta0=0.5, w0=0.5, nu0=4.0)]
 
@@ -83,7 +84,7 @@ def test_brute_force_evidence_matches_prior_sampling():
     S = 200_000
     m0, W0, nu0 = model._prior(2, data.X)
     Lam = sample_wishart(W0.expand(2 * S, 2, 2), torch.full((2 * S,), nu0, dtype=torch.float64), g).reshape(S, 2, 2, 2)
-    mu = m0 + BayesGMMFull._mvn_noise(model.beta0 * Lam, g)
+    mu = m0 + sample_gaussian_precision(model.beta0 * Lam, g)
     pi = td.Dirichlet(torch.ones(2, dtype=torch.float64)).sample((S,))
     comp = td.MultivariateNormal(mu[:, None], precision_matrix=Lam[:, None]).log_prob(data.X[None, :, None, :])
     ll = torch.logsumexp(torch.log(pi)[:, None] + comp, -1).sum(-1)
@@ -133,7 +134,7 @@ def test_closed_form_elbo_matches_monte_carlo(model):
                  torch.tensor([1.5, 3.0], dtype=torch.float64), torch.stack([spd(2, g, 0.3), spd(2, g, 0.5)]),
                  torch.tensor([5.0, 7.5], dtype=torch.float64))
     resp = torch.softmax(torch.randn(7, 2, generator=g, dtype=torch.float64), 1)
-    closed = float(model.elbo(data, p, resp))
+    closed = float(model.elbo(data, p, torch.log(resp)))
     mean, se = mc_elbo(model, data, p, resp)
     assert abs(closed - mean) < 4 * se, (closed, mean, se)
 

@@ -8,23 +8,36 @@ import numpy as np
 import pytest
 import torch
 
-from inference.calibration import geweke, sbc, sbc_replication, vsbc, vsbc_symmetry_pvalues
-from inference.sweep import get_executor, run_sweep
-from models import BayesGMM, PoissonMF
-from models.bayes_gmm_full import BayesGMMFull
+from inference.workflows.calibration import geweke, sbc, sbc_replication, vsbc, vsbc_symmetry_pvalues
+from inference.workflows.sweep import get_executor, run_sweep
+from models import BayesGMM, registry
 from models.gaussian_mf import GaussianMF
 
 SERIAL = get_executor("serial")
 
+
+def case(name, K=None, hyper=None, options=None, size=None):
+    """A registered model's calibration setting (model options, problem size, warm-up and thinning from the
+    registry), with this test's choices on top."""
+    spec = registry.get(name)
+    cal = spec.calibration
+    return spec.calibration_model(K, hyper, options), size or cal.size, dict(warmup=cal.warmup, thin=cal.thin)
+
+
 CASES = {
-    "poisson-mf": (PoissonMF(K=2, a_theta=2.0, b_theta=2.0, a_eta=2.0, b_eta=1.0), (4, 5), dict(warmup=200, thin=10)),
-    "bayes-gmm": (BayesGMM(K=2), (10, 1), dict(warmup=100, thin=3)),
-    "bayes-gmm-full": (BayesGMMFull(K=2), (10, 2), dict(warmup=100, thin=3)),
-    "gaussian-mf": (GaussianMF(K=1, prior="fixed", center=False, noise_prior=(3.0, 1.0)), (4, 3, 0.7),
-                    dict(warmup=100, thin=2)),
-    "gaussian-mf-bpmf": (GaussianMF(K=2, prior="bpmf", center=False, noise_prior=(3.0, 1.0)), (5, 4, 0.7),
-                         dict(warmup=100, thin=2)),
+    "poisson-mf": case("poisson-mf", hyper={"a_theta": 2.0, "b_theta": 2.0, "a_eta": 2.0, "b_eta": 1.0}),
+    "bayes-gmm": case("bayes-gmm"),
+    "bayes-gmm-full": case("bayes-gmm-full"),
+    "gaussian-mf": case("gaussian-mf", K=1),
+    "gaussian-mf-bpmf": case("gaussian-mf", options={"prior": "bpmf"}, size=(5, 4, 0.7)),
 }
+
+
+def test_the_cases_are_the_registry_settings_with_this_tests_choices():
+    model, size, kw = CASES["gaussian-mf"]
+    assert model == GaussianMF(K=1, prior="fixed", center=False, noise_prior=(3.0, 1.0))
+    assert size == (4, 3, 0.7) and kw == dict(warmup=100, thin=2)
+    assert CASES["bayes-gmm"][0] == BayesGMM(K=2) and CASES["poisson-mf"][2] == dict(warmup=200, thin=10)
 
 
 @dataclass(frozen=True)
@@ -203,7 +216,7 @@ def test_sigterm_to_a_sweep_stops_its_local_workers(tmp_path):
     import sys
     import time
 
-    script = ("import sys; sys.path.insert(0, '.'); from inference.sweep import run_sweep, get_executor; "
+    script = ("import sys; sys.path.insert(0, '.'); from inference.workflows.sweep import run_sweep, get_executor; "
               "from tests.test_calibration import _sleepy_task; "
               f"tasks = {{f't{{i}}': dict(folder={str(tmp_path)!r}, key=f't{{i}}', seconds=120) for i in range(4)}}; "
               f"run_sweep(_sleepy_task, tasks, out={str(tmp_path / 'out')!r}, executor=get_executor('local', workers=2), "

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from inference import fit_em
-from inference.compare import compare
+from inference.workflows.compare import compare
 from models import BayesGMM, PoissonMF
-from models.bayes_gmm_full import BayesGMMFull
-from models.gaussian_mf import GaussianMF, GibbsState, _solve_rows
+from models.mixture.full import BayesGMMFull
+from models.gaussian_mf import GaussianMF, GibbsState, solve_rows
 
 CASES = {
     "poisson-mf": (PoissonMF(K=2, a_theta=1.5, b_theta=1.0, a_eta=2.0, b_eta=0.5), (6, 8), 3000),
@@ -69,7 +69,7 @@ def test_em_fixed_point_is_a_stationary_point_of_the_log_joint(name):
 class WrongTauMode(BayesGMM):
     """The Normal-Gamma mode without the d/2 that the prior of mu contributes (a typical slip)."""
 
-    def _component_mode(self, p, d):
+    def component_mode(self, p, d):
         return p.m, (p.a - 1) / p.b
 
 
@@ -104,10 +104,10 @@ def test_bpmf_blocks_are_conditional_modes():
     assert grad["alpha"] < 1e-8 and grad["mu_V"] > 1e-6  # alpha is updated last; mu_V was set from the V before
     for side in ("U", "V"):
         other = s.V if side == "U" else s.U
-        F = _solve_rows(*model.row_conditional(data, other, getattr(s, f"mu_{side}"), getattr(s, f"Lambda_{side}"),
+        F = solve_rows(*model.row_conditional(data, other, getattr(s, f"mu_{side}"), getattr(s, f"Lambda_{side}"),
                                                side, s.alpha))
         assert log_joint_gradient(model, data, s._replace(**{side: F})._asdict())[side] < 1e-8
-    mu_U, Lam_U = model._hyper_mode(s.U)
+    mu_U, Lam_U = model.hyper_mode(s.U)
     grad = log_joint_gradient(model, data, s._replace(mu_U=mu_U, Lambda_U=Lam_U)._asdict())
     assert grad["mu_U"] < 1e-8 and grad["Lambda_U"] < 1e-8
 

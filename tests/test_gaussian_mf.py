@@ -1,4 +1,4 @@
-"""Gaussian MF (models/gaussian_mf.py eqs. 1-3): conditionals vs the Pyro model, the Normal-Wishart conditional
+"""Gaussian MF (models/gaussian_mf/model.py eqs. 1-3): conditionals vs the Pyro model, the Normal-Wishart conditional
 vs brute-force quadrature, sparse sums vs loops, the row sampler vs the exact Gaussian conditional.
 The variational derivations (eqs. 4-8) are in test_gaussian_mf_vb.py, samplers vs NUTS in test_gaussian_mf_samplers.py."""
 
@@ -9,8 +9,9 @@ import torch.distributions as td
 from pyro import poutine
 
 from gmf_helpers import ratings, spd
-from models.gaussian_mf import GaussianMF, _sample_gaussian_rows, as_rating_data
-from models.ratings import gram_rhs, partner_sum
+from models.conjugate import sample_gaussian_precision
+from models.gaussian_mf import GaussianMF, as_rating_data
+from models.data import gram_rhs, partner_sum
 
 
 def pyro_lp(model, data, **values):
@@ -124,7 +125,7 @@ def test_row_sampler_matches_the_exact_gaussian():
     g = torch.Generator().manual_seed(5)
     P = torch.stack([spd(3, g), spd(3, g)])
     b = torch.randn(2, 3, generator=g, dtype=torch.float64)
-    draws = torch.stack([_sample_gaussian_rows(P, b, g) for _ in range(20000)])
+    draws = torch.stack([sample_gaussian_precision(P, g, linear=b) for _ in range(20000)])
     mean = torch.linalg.solve(P, b[..., None])[..., 0]
     cov = torch.linalg.inv(P)
     se = torch.sqrt(torch.diagonal(cov, dim1=-2, dim2=-1) / 20000)
@@ -213,8 +214,8 @@ def test_gibbs_row_draws_match_the_exact_conditional_of_U_given_V_from_autograd(
     cov = torch.linalg.inv(prec)
     mu, Lam = model._fixed_hyper(model.sigma_U, torch.float64)
     S = 20000
-    draws = torch.stack([_sample_gaussian_rows(*model.row_conditional(data, V, mu, Lam, "U"), g).reshape(8)
-                         for _ in range(S)])
+    P, b = model.row_conditional(data, V, mu, Lam, "U")
+    draws = torch.stack([sample_gaussian_precision(P, g, linear=b).reshape(8) for _ in range(S)])
     se = torch.sqrt(torch.diagonal(cov) / S)
     assert torch.all((draws.mean(0) - mean).abs() < 4.5 * se)
     torch.testing.assert_close(torch.cov(draws.T), cov, rtol=0.06, atol=0.01)

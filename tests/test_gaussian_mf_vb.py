@@ -1,4 +1,4 @@
-"""Variational Bayesian MF (models/gaussian_mf_vb.py eqs. 4-8), for the fixed and the BPMF prior, with and
+"""Variational Bayesian MF (models/gaussian_mf/vb.py eqs. 4-8), for the fixed and the BPMF prior, with and
 without a noise prior: the closed-form ELBO against Monte Carlo from the log joint (itself checked against the
 Pyro model) and against Pyro's TraceMeanField_ELBO; monotone CAVI; each block update a stationary point."""
 
@@ -59,7 +59,7 @@ def test_vb_elbo_eq8_matches_monte_carlo_of_the_log_joint(kw):
     g = torch.Generator().manual_seed(11)
     st = random_q(model, data, g)
     closed = float(model.vb_elbo(data, st))
-    draws = model.sample_q(st, 3000, g)
+    draws = st.sample(3000, g)
     lj = model.log_joint(data, draws["U"], draws["V"], draws.get("mu_U"), draws.get("Lambda_U"), draws.get("mu_V"),
                          draws.get("Lambda_V"), draws.get("alpha"))
     v = (lj - log_q(model, st, draws)).numpy()
@@ -80,7 +80,7 @@ def test_vb_elbo_matches_pyro_trace_mean_field_elbo(noise):
     params["U_mean"], params["V_mean"] = (torch.randn(p.shape, generator=g, dtype=torch.float64)
                                           for p in (params["U_mean"], params["V_mean"]))
     params["U_tril"] = torch.linalg.cholesky(random_q(model, data, g).U_cov)
-    closed = float(model.elbo_from_guide(data, params))
+    closed = float(model.elbo(data, model.family.from_guide(params)))
     torch.manual_seed(0)
     single = TraceMeanField_ELBO(num_particles=1)
     per = np.array([-single.loss(model.model, lambda d: model.guide(d, params), data) for _ in range(1500)])
@@ -161,7 +161,7 @@ def test_minibatch_svi_records_the_closed_form_elbo_and_a_monitor_each_epoch():
     data = ratings(N=12, M=10, seed=3)
     train, test = model.split(data, 0.2, torch.Generator().manual_seed(0))
     res = fit_svi(model, train, seed=0, num_iters=60, subsample_size=20, eval_every=5, lr=0.05, progress=False,
-                  monitor=lambda p: {"test_nll": model.test_nll(train, model.vb_state_from_guide(p), test)})
+                  monitor=lambda q: {"test_nll": model.test_nll(train, q, test)})
     nll = np.asarray(res.trace["test_nll"])
     elbo = np.asarray(res.trace["elbo"])
     assert nll.shape == elbo.shape == (61,)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from models import gmm
-from models.gmm_missing import DiagonalMixture, fit_missing, impute, kmeanspp_means, log_likelihood
+from models.course import gmm
+from models.mixture.em_missing import DiagonalMixture, fit_missing, impute, kmeanspp_means, log_likelihood
 from models.datasets import load_netflix
 from tests.conftest import have_data
 
@@ -171,7 +171,7 @@ def test_bad_options(kw, match):
 # ---------------------------------------------------------------------------------------------------
 # full covariances (eqs. 4-6)
 
-from models.gmm_missing import FullMixture  # noqa: E402
+from models.mixture.em_missing import FullMixture  # noqa: E402
 
 
 def random_full(K=3, d=4, seed=0):
@@ -256,7 +256,7 @@ def test_full_impute_matches_monte_carlo():
 
 
 def test_full_refuses_too_many_patterns(monkeypatch):
-    import models.gmm_missing as gm
+    import models.mixture.em_missing as gm
 
     monkeypatch.setattr(gm, "MAX_FULL_PATTERNS", 2)
     with pytest.raises(ValueError, match="missingness patterns"):

@@ -1,7 +1,7 @@
-"""The course's Gaussian-mixture algorithms reproduced digit for digit (REFERENCE.md section 3).
+"""The course's Gaussian-mixture algorithms reproduced digit for digit (docs/REFERENCE.md section 3).
 
 Expected values are the course's published output (test_solutions.txt, parsed here) and the figures
-printed in REFERENCE.md, never values produced by models.gmm. A literal loop-based transcription of the
+printed in docs/REFERENCE.md, never values produced by models.course.gmm. A literal loop-based transcription of the
 course's pseudo-code, written in this file, checks the vectorised code on the same inputs.
 """
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from models import gmm
+from models.course import gmm
 from models.datasets import data_path, load_netflix
 from tests.conftest import have_data
 
@@ -154,7 +154,7 @@ def test_fill_matrix_and_rmse(X_test):
 
 
 # ---------------------------------------------------------------------------------------------------
-# toy_data.txt figures of REFERENCE.md (best over seeds 0..4)
+# toy_data.txt figures of docs/REFERENCE.md (best over seeds 0..4)
 
 TOY_KMEANS = {1: 5462.2975, 2: 1684.9080, 3: 1329.5949, 4: 1035.4998}
 TOY_EM_LL = {1: -1307.2234, 2: -1175.7146, 3: -1138.8909, 4: -1138.6012}

@@ -20,6 +20,10 @@ def test_notebook_executes(path: Path, monkeypatch, tmp_path):
 
     monkeypatch.setenv("INFERLAB_NB_QUICK", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    # one thread per kernel: the suite runs two workers on two cores, and OpenMP threads that spin while the other
+    # worker holds a core slow a kernel down several times over
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")
     nb = jupytext.read(path)
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     client.execute()

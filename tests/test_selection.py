@@ -10,15 +10,15 @@ import torch
 
 from inference.cavi import fit_cavi
 from inference.cli import main
-from inference.selection import best_per_K, course_grid, elbo_grid
-from inference.sweep import get_executor
+from inference.workflows.selection import best_per_K, course_grid, elbo_grid
+from inference.workflows.sweep import get_executor
 from models import BayesGMM
 from models.datasets import load_netflix
 from tests.conftest import have_data
 
 needs_toy = pytest.mark.skipif(not have_data("netflix/toy_data.txt"), reason="toy_data.txt not available")
 SERIAL = get_executor("serial")
-# REFERENCE.md: best EM log-likelihood over seeds 0..4 on toy_data.txt, and the best BIC (K = 3)
+# docs/REFERENCE.md: best EM log-likelihood over seeds 0..4 on toy_data.txt, and the best BIC (K = 3)
 TOY_EM_LL = {1: -1307.2234, 2: -1175.7146, 3: -1138.8909, 4: -1138.6012}
 
 

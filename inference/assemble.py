@@ -1,0 +1,105 @@
+"""What every method shares after its loop: argument checks, per-chain seeds, and the assembly of an
+InferenceResult (attributes, dims and coords, the pointwise log likelihood, PSIS k-hat of a variational q)."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import numpy as np
+import torch
+
+from inference.results import InferenceResult
+from models.protocol import Invariants, PointwiseLogLik
+
+__all__ = ["versions", "seed_value", "chain_seeds", "check_positive_int", "check_seed", "make_result",
+           "pointwise_log_likelihood", "vi_khat", "MAX_LOG_LIK_ENTRIES"]
+
+
+def versions() -> dict[str, str]:
+    import pyro
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__,
+            "numpy": np.__version__}
+
+
+def seed_value(seed: int | torch.Generator) -> int | str:
+    return seed if isinstance(seed, int) else "generator"
+
+
+def chain_seeds(seed: int, num_chains: int) -> list[int]:
+    """Independent per-chain seeds derived from one seed (numpy SeedSequence spawning)."""
+    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(num_chains)]
+
+
+def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_seed(seed: Any, why: str = "") -> int:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int{why}, got {seed!r}")
+    return seed
+
+
+def make_result(method: str, model: Any, data: Any, *, posterior: dict, point: dict, variational: dict | None,
+                trace: dict, sample_stats: dict | None = None, seed: Any, wall_time: float,
+                extra_attrs: dict | None = None) -> InferenceResult:
+    """Assemble an InferenceResult with the attributes every method records."""
+    attrs = {"method": method, "model": model.name, "seed": seed_value(seed),
+             "dtype": str(data.dtype).replace("torch.", ""), "device": str(data.device), "wall_time": wall_time,
+             "data": repr(data), "versions": versions()}
+    attrs.update(extra_attrs or {})
+    dims = dict(model.dims)
+    dims.update(model.invariant_dims if isinstance(model, Invariants) else {})
+    coords = model.coords(data) if isinstance(model, Invariants) else {}
+    log_lik = pointwise_log_likelihood(model, data, posterior, attrs)
+    return InferenceResult(method, model, posterior, point, variational, trace, sample_stats or {}, attrs, dims,
+                           coords, data, log_lik)
+
+
+MAX_LOG_LIK_ENTRIES = 20_000_000
+
+
+def pointwise_log_likelihood(model: Any, data: Any, posterior: dict, attrs: dict) -> dict[str, Any]:
+    """log p(y_i | theta_s) per observation and draw (chain, draw, n), for ArviZ's loo/waic, when the model has the
+    PointwiseLogLik capability and the array stays under MAX_LOG_LIK_ENTRIES (else noted in attrs)."""
+    if not isinstance(model, PointwiseLogLik) or not posterior:
+        return {}
+    first = next(iter(posterior.values()))
+    S = int(np.prod(np.shape(first)[:2]))
+    with torch.no_grad():
+        probe = model.pointwise_log_lik(data, **{k: torch.as_tensor(np.asarray(v))[:1, :1] for k, v in posterior.items()})
+        n = sum(int(np.prod(v.shape[2:])) for v in probe.values())
+        if n * S > MAX_LOG_LIK_ENTRIES:
+            attrs["log_likelihood"] = f"not stored: {S} draws x {n} observations exceeds {MAX_LOG_LIK_ENTRIES}"
+            return {}
+        out = model.pointwise_log_lik(data, **{k: torch.as_tensor(np.asarray(v)) for k, v in posterior.items()})
+    return {k: v.detach().cpu().numpy() for k, v in out.items()}
+
+
+def vi_khat(q: Any, draws: dict) -> dict[str, Any]:
+    """PSIS k-hat of a variational q from draws of q that carry their "log_joint"."""
+    from inference.results import psis_khat
+
+    if "log_joint" not in draws:
+        return {}
+    with torch.no_grad():
+        log_w = (torch.as_tensor(draws["log_joint"]) - q.log_prob(draws)).cpu().numpy()
+    k = psis_khat(log_w)
+    if k != k:
+        return {"psis_khat": k, "psis_khat_verdict": "not computed (fewer than 20 draws from q)"}
+    verdict = "good (< 0.5)" if k < 0.5 else ("usable (0.5-0.7)" if k < 0.7 else "unreliable (> 0.7)")
+    return {"psis_khat": k, "psis_khat_verdict": verdict}
+
+
+def variational_draws(model: Any, data: Any, q: Any, num_samples: int, generator: torch.Generator) -> tuple[dict, dict]:
+    """Draws from q with the model's invariant quantities added, and q's means (exact where q gives them, else
+    the mean of the draws): what CAVI and SVI store as (posterior, point)."""
+    draws = q.sample(num_samples, generator)
+    draws.update(model.invariants(data, **draws))
+    mean = q.mean()
+    mean.update({k: v.mean(0) for k, v in draws.items() if k not in mean})
+    return draws, mean

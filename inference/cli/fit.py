@@ -1,0 +1,130 @@
+"""inferlab fit | compare | check | models: one model, one or every method, or the derivation checks."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from inference.cli.common import (UsageError, add_model_arguments, default_K, load_data, make_model, method_kwargs,
+                                  spec_of)
+
+__all__ = ["add_parsers"]
+
+METHOD_NAMES = ("cavi", "gibbs", "svi", "nuts", "em")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from inference import METHODS
+
+    if args.method not in METHOD_NAMES:
+        raise UsageError(f"unknown method {args.method!r}; available: {', '.join(METHOD_NAMES)}")
+    spec = spec_of(args.model)
+    K = args.K if args.K is not None else default_K(spec, args.data)
+    model = make_model(spec, args, K)
+    data = load_data(spec, args)
+    if args.iters is None:
+        args.iters = 200
+    result = METHODS[args.method](model, data, **method_kwargs(spec, args))
+    print(result.describe())
+    if spec.fit_report is not None:
+        context = {"data": args.data, "data_options": spec.option_values(vars(args), "data"),
+                   "report_options": spec.option_values(vars(args), "report")}
+        for line in spec.fit_report(model, result.data, result, context):
+            print(line)
+    if args.out:
+        path = result.save(Path(args.out) / f"{args.method}.nc")
+        print(f"saved {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from inference.workflows.compare import compare
+
+    spec = spec_of(args.model)
+    K = args.K if args.K is not None else default_K(spec, args.data)
+    model = make_model(spec, args, K)
+    data = load_data(spec, args)
+    if args.methods:
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    else:  # NUTS only on small synthetic problems by default
+        methods = [m for m in spec.compare_methods if args.data == "synthetic" or m != "nuts"]
+    settings = {}
+    if args.iters:
+        settings = {"cavi": {"num_iters": args.iters}, "svi": {"num_iters": args.iters}, "em": {"num_iters": args.iters}}
+    if args.samples:
+        settings.update(gibbs={"num_samples": args.samples, "warmup": args.samples // 2},
+                        nuts={"num_samples": args.samples, "warmup": args.samples})
+    comp = compare(model, data, methods=methods, seed=args.seed, settings=settings, out=args.out,
+                   progress=not args.no_progress)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 5):
+        print(comp.table.to_string(index=False))
+    print(f"reference method for agreement: {comp.reference}")
+    if args.out:
+        print(f"wrote {', '.join(str(p) for p in comp.files)}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Exit status 1 when a check fails."""
+    from inference.workflows.checks import CHECKS, check_model
+
+    spec = spec_of(args.model)
+    prior = args.data == "prior"
+    K = args.K if args.K is not None else (None if prior else default_K(spec, args.data))
+    model = make_model(spec, args, K, calibration=prior)
+    data = None if args.data == "prior" else load_data(spec, args)
+    checks = [c.strip() for c in args.checks.split(",")] if args.checks else CHECKS
+    report = check_model(model, data, seed=args.seed, checks=checks, mc_samples=args.mc_samples)
+    print(report)
+    return 0 if report.passed else 1
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """Every registered model: its capabilities, data sets, hyperparameters and options."""
+    from models import registry
+    from models.protocol import capabilities
+
+    for spec in registry.specs():
+        try:
+            caps = ", ".join(capabilities(spec.make()))
+        except Exception as exc:  # a model that cannot be built with defaults still gets listed
+            caps = f"(cannot build with defaults: {exc})"
+        print(f"{spec.name}: {spec.summary}")
+        print(f"  class          {spec.model_class if isinstance(spec.model_class, str) else spec.model_class.__name__}")
+        print(f"  capabilities   {caps}")
+        print(f"  data           synthetic ({spec.synthetic_help})"
+              + "".join(f", {d.name} ({d.description})" for d in spec.datasets)
+              + (f"; files: {spec.file_help}" if spec.read_file is not None else ""))
+        print(f"  --hyper        {', '.join(spec.hyperparameters) or '(none)'}")
+        if spec.options:
+            print(f"  options        {', '.join(o.flag for o in spec.options)}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    f = sub.add_parser("fit", help="fit one model by one method, print a summary and save the result")
+    add_model_arguments(f)
+    f.add_argument("--method", required=True, help="cavi, gibbs, svi, nuts or em (the posterior mode)")
+    f.add_argument("--chains", type=int, default=2, help="chains (Gibbs, NUTS)")
+    f.add_argument("--float32", action="store_true", help="float32 instead of float64 (closed-form methods)")
+    f.add_argument("--device", default="cpu", help="torch device for closed-form methods (cpu, cuda)")
+    f.set_defaults(func=cmd_fit)
+
+    c = sub.add_parser("compare", help="fit several methods on one data set and tabulate them")
+    add_model_arguments(c)
+    c.add_argument("--methods", default=None, help="comma-separated from cavi, gibbs, svi, nuts, em (default: the "
+                                                   "model's; NUTS only on synthetic data)")
+    c.set_defaults(func=cmd_compare)
+
+    k = sub.add_parser("check", help="run the derivation checks (check_model) on a model; exit 1 if one fails")
+    add_model_arguments(k)
+    k.set_defaults(data="prior")
+    k.add_argument("--checks", default=None, help="comma-separated subset of conditional, cavi-sweep, cavi-block, "
+                                                  "elbo-mc, guide, em-stationary, geweke (default: all)")
+    k.add_argument("--mc-samples", type=int, default=1000, help="draws of the Monte Carlo ELBO")
+    k.set_defaults(func=cmd_check)
+
+    m = sub.add_parser("models", help="list the registered models, their capabilities, data sets and options")
+    m.set_defaults(func=cmd_models)

@@ -1,0 +1,250 @@
+"""Fit one model several ways on the same data and tabulate the methods side by side.
+
+Nothing here is model-specific: a model declares its held-out split and score (the HeldOut capability), its
+identifiable quantities (Invariants: the first non-scalar one is compared between methods) and any extra report
+figures (``objective_attrs``). Each method checks its own capability before it starts; compare checks them all
+first, so a missing one is reported before any fit runs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from inference.results import InferenceResult, ess, mcse_mean, rhat, sampler_diagnostic_figures
+from inference.workflows.plots import save_figure, use_agg
+from models._io import write_text
+from models.protocol import CAVI, EM, SVI, Gibbs, HeldOut, Invariants, LogJoint, Model, PyroModel, require
+
+__all__ = ["compare", "Comparison", "DEFAULT_SETTINGS", "REFERENCE_ORDER"]
+
+# The exactness order used to pick the reference method: asymptotically exact samplers first.
+REFERENCE_ORDER = ("gibbs", "nuts", "cavi", "svi", "em")
+
+DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
+    "cavi": {"num_iters": 200},
+    "gibbs": {"num_samples": 1000, "warmup": 500, "num_chains": 4},
+    "svi": {"num_iters": 1500, "lr": 0.05},
+    "nuts": {"num_samples": 200, "warmup": 200, "num_chains": 2, "jit": True},
+    "em": {"num_iters": 1000, "num_restarts": 5},
+}
+
+
+@dataclass
+class Comparison:
+    """The outcome of :func:`compare`: the table, every result, and the held-out split."""
+
+    table: pd.DataFrame
+    results: dict[str, InferenceResult]
+    reference: str
+    train: Any
+    test: Any
+    files: list[Path] = field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        return _markdown(self.table)
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    fmt = lambda v: (f"{v:.6g}" if isinstance(v, (float, np.floating)) else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _invariant_name(model: Any) -> str:
+    return next(k for k, v in model.invariant_dims.items() if len(v) > 0)
+
+
+def _is_sampler(res: InferenceResult) -> bool:
+    """Draws from a Markov chain (not from a q, not a point estimate) with at least two draws per chain."""
+    return res.variational is None and not res.attrs.get("point_estimate") and res.posterior[
+        next(iter(res.posterior))].shape[1] > 1
+
+
+# The capabilities each method needs (checked before any fit starts).
+NEEDS = {"cavi": (CAVI,), "gibbs": (Gibbs, LogJoint), "svi": (SVI, PyroModel), "nuts": (PyroModel,),
+         "em": (EM, LogJoint)}
+
+
+def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("cavi", "gibbs", "svi", "nuts", "em"),
+            seed: int = 0, test_fraction: float = 0.1, settings: dict[str, dict[str, Any]] | None = None,
+            out: str | os.PathLike | None = None, progress: bool = True) -> Comparison:
+    """Fit ``model`` by each method on the same training split and compare them.
+
+    Args:
+        methods: names from inference.METHODS.
+        seed: seeds the split and every method.
+        test_fraction: share of the data held out (for counts: binomial thinning of every cell).
+        settings: per-method keyword overrides of DEFAULT_SETTINGS.
+        out: folder for table.md, table.csv, traces.png, agreement.png and <method>.nc (written
+            atomically); None writes nothing.
+
+    Returns:
+        Comparison. Table columns: method, objective (its name), value, per-observation held-out score,
+        wall time, for samplers the minimum bulk ESS of the compared quantity and seconds per effective
+        sample, and the agreement of posterior mean invariant quantities with the reference method
+        (the first of REFERENCE_ORDER run): relative RMS difference and correlation.
+    """
+    from inference import METHODS
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown method(s) {unknown or methods}; choose from {sorted(METHODS)}")
+    require(model, Model, Invariants, HeldOut, method="compare")
+    for name in methods:
+        require(model, *NEEDS[name], method=f"compare ({name})")
+    data = model.prepare(data)
+    train, test = model.split(data, test_fraction, torch.Generator().manual_seed(seed))
+    results: dict[str, InferenceResult] = {}
+    for name in methods:
+        kw = dict(DEFAULT_SETTINGS.get(name, {}))
+        kw.update((settings or {}).get(name, {}))
+        results[name] = METHODS[name](model, train, seed=seed, progress=progress, **kw)
+    reference = next(m for m in REFERENCE_ORDER if m in results)
+    inv = _invariant_name(model)
+    ref_draws = results[reference].posterior[inv]
+    ref_mean, ref_sd, ref_se = ref_draws.mean((0, 1)), ref_draws.std((0, 1)), _mcse(results[reference], ref_draws)
+    rows = []
+    for name, res in results.items():
+        row = {"method": name, "objective": res.attrs.get("objective_name", "objective"), "value": res.objective}
+        if "rescaled_elbo" in res.attrs:
+            row["value / total"] = res.attrs["rescaled_elbo"]
+        if name == "svi" and "elbo" in res.attrs:
+            row["value"] = res.attrs["elbo"]
+            row["objective"] = "elbo (closed form at final q)"
+        row.update(model.heldout_score(res, test, test_fraction))
+        row["wall_s"] = res.wall_time
+        draws = res.posterior[inv]
+        if _is_sampler(res):  # samplers: diagnostics on the invariant quantities
+            min_ess = float(np.min(ess(draws)))
+            row["min_ess"] = min_ess
+            row["s_per_ess"] = res.wall_time / min_ess
+            row["min_ess_tail"] = float(np.min(ess(draws, "tail")))
+            row["max_rhat"] = float(np.max(rhat(draws)))
+            lj = res.sample_stats.get("log_joint")
+            if lj is not None:
+                row["rhat_log_joint"] = float(rhat(np.asarray(lj)))
+        if "psis_khat" in res.attrs:
+            row["psis_khat"] = res.attrs["psis_khat"]
+        mean, sd = draws.mean((0, 1)), draws.std((0, 1))
+        row[f"{inv}_rel_rms_vs_{reference}"] = float(np.sqrt(np.mean((mean - ref_mean) ** 2) / np.mean(ref_mean ** 2)))
+        row[f"{inv}_corr_vs_{reference}"] = float(np.corrcoef(mean, ref_mean)[0, 1])
+        if name != reference and not res.attrs.get("point_estimate"):  # a mode has no spread and no MC error
+            z = (mean - ref_mean) / np.sqrt(_mcse(res, draws) ** 2 + ref_se ** 2)
+            row[f"max_abs_z_vs_{reference}"] = float(np.max(np.abs(z)))  # in Monte Carlo standard errors
+            row[f"sd_ratio_median_vs_{reference}"] = float(np.median(sd / np.maximum(ref_sd, 1e-300)))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    comp = Comparison(table, results, reference, train, test)
+    if out is not None:
+        comp.files = _write(comp, Path(out), model, inv)
+    return comp
+
+
+def _mcse(res: InferenceResult, draws: np.ndarray) -> np.ndarray:
+    """Monte Carlo standard error of posterior means: ArviZ's for chains, sd / sqrt(S) for independent q draws."""
+    if _is_sampler(res):
+        return np.asarray(mcse_mean(draws))
+    return draws.std((0, 1)) / np.sqrt(draws.shape[0] * draws.shape[1])
+
+
+def _write(comp: Comparison, out: Path, model: Any, inv: str) -> list[Path]:
+    use_agg()
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = [write_text(out / "table.md", f"# {model.name}: method comparison ({time.strftime('%Y-%m-%d')})\n\n"
+                        f"Reference method for agreement: {comp.reference}.\n\n{comp.to_markdown()}\n"),
+             write_text(out / "table.csv", comp.table.to_csv(index=False))]
+    fig, ax = plt.subplots(figsize=(8, 4.5))  # every method's objective against wall time, on one axis
+    values = []
+    for i, (name, res) in enumerate(comp.results.items()):
+        color = f"C{i}"  # one colour per method (its chains share it)
+        obj, sec = np.asarray(res.trace["objective"]), np.asarray(res.trace.get("seconds", []))
+        if res.variational is not None:
+            # the exact ELBO where the method has one (SVI's -loss is a noisy estimate of another bound)
+            y = np.asarray(res.trace.get("elbo", obj))
+            ok = np.isfinite(y) & (sec > 0)
+            ax.plot(sec[ok], y[ok], marker="." if name == "svi" else None, ms=3, color=color, label=f"{name}: ELBO")
+            values.append(y[ok])
+        else:
+            if obj.ndim == 1:
+                obj, sec = obj[None], (sec[None] if sec.ndim == 1 and len(sec) == len(obj) else sec)
+            if sec.ndim != 2:  # per-draw objective without timings: spread the chain time evenly
+                per_chain = np.asarray(res.attrs.get("chain_seconds", [res.wall_time] * obj.shape[0]))
+                sec = per_chain[:, None] * (np.arange(1, obj.shape[1] + 1) / obj.shape[1])
+            for c in range(obj.shape[0]):
+                what = "log joint at the iterate (EM: rises to the mode)" if res.attrs.get("point_estimate") else "log joint"
+                ax.plot(sec[c], obj[c], lw=0.6, alpha=0.6, color=color, label=f"{name}: {what}" if c == 0 else None)
+            values.append(obj[:, obj.shape[1] // 4:].ravel())
+    ax.set(xlabel="wall time (s, log scale)", ylabel="objective", xscale="log",
+           title="ELBO (VI, a lower bound on log p(y)) and log joint at the draws (samplers)")
+    if values:
+        allv = np.concatenate(values)
+        lo, hi = np.quantile(allv, 0.02), np.max(allv)
+        pad = 0.05 * (hi - lo) + 1e-9
+        ax.set_ylim(lo - pad, hi + pad)
+    if ax.lines:
+        ax.legend(fontsize=7)
+    files.append(save_figure(fig, out / "traces.png"))
+    plt.close(fig)
+    ref = comp.results[comp.reference].posterior[inv].mean((0, 1))
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, res in comp.results.items():
+        if name != comp.reference:
+            ax.scatter(ref, res.posterior[inv].mean((0, 1)), s=6, alpha=0.6, label=name)
+    lim = [float(ref.min()), float(ref.max())]
+    ax.plot(lim, lim, "k--", lw=0.8)
+    ax.set(xlabel=f"posterior mean {inv} ({comp.reference})", ylabel=f"posterior mean {inv}",
+           title="agreement with the reference method")
+    if len(comp.results) > 1:
+        ax.legend()
+    files.append(save_figure(fig, out / "agreement.png"))
+    plt.close(fig)
+    ref_sd = comp.results[comp.reference].posterior[inv].std((0, 1))
+    others = [n for n in comp.results if n != comp.reference and not comp.results[n].attrs.get("point_estimate")]
+    if others:  # posterior sd ratios: VI under-dispersion shows as ratios below 1
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ratios = [comp.results[n].posterior[inv].std((0, 1)) / np.maximum(ref_sd, 1e-300) for n in others]
+        ax.boxplot(ratios, tick_labels=others)
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set(yscale="log", ylabel=f"posterior sd / sd under {comp.reference}", title=f"posterior sd ratios of {inv}")
+        files.append(save_figure(fig, out / "sd_ratio.png"))
+        plt.close(fig)
+    for name, res in comp.results.items():
+        if _is_sampler(res) and res.posterior[inv].shape[0] > 1:
+            for kind, fig in sampler_diagnostic_figures(res, inv).items():
+                files.append(save_figure(fig, out / f"{name}_{kind}.png", close=True))
+    files.append(write_text(out / "report.md", _report(comp, model, inv, [f.name for f in files])))
+    for name, res in comp.results.items():
+        files.append(res.save(out / f"{name}.nc"))
+    return files
+
+
+def _report(comp: Comparison, model: Any, inv: str, pictures: list[str]) -> str:
+    """report.md: the table, what each column means, and the plots."""
+    lines = [f"# {model.name}: every method on one split ({time.strftime('%Y-%m-%d')})", "",
+             f"Data: {comp.results[comp.reference].attrs.get('data', '')}; reference method for agreement: "
+             f"{comp.reference} (the most exact method run).", "", comp.to_markdown(), "",
+             "- value: the constant-inclusive objective (closed-form ELBO for CAVI/SVI; for samplers the log joint "
+             "of the last draw; for EM the log joint at the posterior mode it found, with allocations summed out). "
+             "Held-out scores are per observation on one fixed split (EM: plug-in predictive at the mode).",
+             f"- Diagnostics use the identifiable quantities `{inv}` (never raw factors or labels): split R-hat "
+             "(want < 1.01), bulk and tail ESS, seconds per effective sample.",
+             "- psis_khat: Pareto k-hat of p/q importance weights (Vehtari et al.): < 0.5 good, 0.5-0.7 usable, "
+             "> 0.7 the q is unreliable for importance sampling (typical of under-dispersed mean-field VI).",
+             f"- max_abs_z_vs_{comp.reference}: largest difference of posterior means in combined Monte Carlo "
+             "standard errors; sd_ratio: median posterior sd relative to the reference (< 1: under-dispersed).", ""]
+    for pic in pictures:
+        if pic.endswith(".png"):
+            lines += [f"![{pic[:-4]}]({pic})", ""]
+    return "\n".join(lines)

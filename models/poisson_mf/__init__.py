@@ -1,0 +1,13 @@
+"""Poisson-gamma matrix factorisation (counts): the model (model.py), its variational family and CAVI (vb.py),
+what users do with a fit (products.py) and its registry entry (spec.py)."""
+
+from models._lazy import lazy_exports
+
+__all__ = ["PoissonMF", "GibbsState", "PoissonMFParams", "Allocation", "CaviState", "recommend", "factor_top_items",
+           "expected_rates", "expected_total_rate"]
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "PoissonMF": ".model", "GibbsState": ".model",
+    "PoissonMFParams": ".vb", "Allocation": ".vb", "CaviState": ".vb",
+    "recommend": ".products", "factor_top_items": ".products", "expected_rates": ".products",
+    "expected_total_rate": ".products"})
