@@ -10,16 +10,19 @@ in inference.cli. Names load on first use, so ``import inference`` is cheap.
 
 from models._lazy import lazy_exports
 
-__all__ = ["fit_cavi", "fit_em", "fit_gibbs", "fit_svi", "fit_nuts", "InferenceResult", "METHODS", "check_model",
-           "compare"]
+__all__ = ["fit_cavi", "fit_em", "fit_gibbs", "fit_svi", "fit_nuts", "fit_exact", "fit_bp", "InferenceResult",
+           "METHODS", "METHOD_NAMES", "check_model", "compare"]
+
+METHOD_NAMES = ("exact", "cavi", "gibbs", "svi", "nuts", "bp", "em")
 
 _getattr, __dir__ = lazy_exports(__name__, {
     "fit_cavi": "inference.cavi", "fit_em": "inference.em", "fit_gibbs": "inference.gibbs",
-    "fit_svi": "inference.svi", "fit_nuts": "inference.nuts", "InferenceResult": "inference.results",
-    "check_model": "inference.workflows.checks", "compare": "inference.workflows.compare"})
+    "fit_svi": "inference.svi", "fit_nuts": "inference.nuts", "fit_exact": "inference.exact", "fit_bp": "inference.bp",
+    "InferenceResult": "inference.results", "check_model": "inference.workflows.checks",
+    "compare": "inference.workflows.compare"})
 
 
 def __getattr__(name: str):
-    if name == "METHODS":  # name -> fit function, in the order compare runs them
-        return {m: _getattr(f"fit_{m}") for m in ("cavi", "gibbs", "svi", "nuts", "em")}
+    if name == "METHODS":  # name -> fit function
+        return {m: _getattr(f"fit_{m}") for m in METHOD_NAMES}
     return _getattr(name)

@@ -13,7 +13,7 @@ from inference.results import InferenceResult
 from models.protocol import Invariants, PointwiseLogLik
 
 __all__ = ["versions", "seed_value", "chain_seeds", "check_positive_int", "check_seed", "make_result",
-           "pointwise_log_likelihood", "vi_khat", "MAX_LOG_LIK_ENTRIES"]
+           "pointwise_log_likelihood", "vi_khat", "draw_means", "variational_draws", "MAX_LOG_LIK_ENTRIES"]
 
 
 def versions() -> dict[str, str]:
@@ -87,12 +87,24 @@ def vi_khat(q: Any, draws: dict) -> dict[str, Any]:
     if "log_joint" not in draws:
         return {}
     with torch.no_grad():
-        log_w = (torch.as_tensor(draws["log_joint"]) - q.log_prob(draws)).cpu().numpy()
+        log_q = q.log_prob(draws).cpu().numpy()
+        log_w = torch.as_tensor(draws["log_joint"]).cpu().numpy() - log_q
+    if log_w.size >= 20 and np.ptp(log_q) == 0 and np.ptp(log_w) == 0:  # (constant weights from distinct draws: q = p)
+        return {"psis_khat": float("nan"),
+                "psis_khat_verdict": "not computed (the draws from q are all alike: q is all but a point mass)"}
     k = psis_khat(log_w)
     if k != k:
         return {"psis_khat": k, "psis_khat_verdict": "not computed (fewer than 20 draws from q)"}
     verdict = "good (< 0.5)" if k < 0.5 else ("usable (0.5-0.7)" if k < 0.7 else "unreliable (> 0.7)")
     return {"psis_khat": k, "psis_khat_verdict": verdict}
+
+
+def draw_means(model: Any, posterior: dict) -> dict:
+    """Point estimates from draws (chain, draw, ...): the model's sites averaged within chain 0 (factors are only
+    meaningful within one chain: label switching), invariant quantities over every chain; discrete sites have no
+    mean and are left out."""
+    return {k: (v[0].mean(0) if k in model.sites else v.mean((0, 1))) for k, v in posterior.items()
+            if torch.as_tensor(v).is_floating_point()}
 
 
 def variational_draws(model: Any, data: Any, q: Any, num_samples: int, generator: torch.Generator) -> tuple[dict, dict]:
@@ -101,5 +113,5 @@ def variational_draws(model: Any, data: Any, q: Any, num_samples: int, generator
     draws = q.sample(num_samples, generator)
     draws.update(model.invariants(data, **draws))
     mean = q.mean()
-    mean.update({k: v.mean(0) for k, v in draws.items() if k not in mean})
+    mean.update({k: v.mean(0) for k, v in draws.items() if k not in mean and v.is_floating_point()})
     return draws, mean

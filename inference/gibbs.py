@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from inference.assemble import chain_seeds, check_positive_int, check_seed, make_result
+from inference.assemble import chain_seeds, check_positive_int, check_seed, draw_means, make_result
 from inference.driver import run_loop
 from inference.results import InferenceResult
 from models.protocol import BatchedGibbs, Gibbs, Invariants, LogJoint, Model, require
@@ -86,7 +86,7 @@ def fit_gibbs(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmu
     posterior.update(model.invariants(data, **posterior))
     log_joint = posterior.pop("log_joint")
     L = min(len(t) for t in traces)
-    point = {k: v[0].mean(0) if k in model.sites else v.mean((0, 1)) for k, v in posterior.items()}
+    point = draw_means(model, posterior)
     extra = {"num_iters": total, "warmup": warmup, "thin": thin, "num_chains": num_chains, "diverged": diverged,
              "objective_name": "log_joint"}
     return make_result("gibbs", model, data, posterior=posterior, point=point, variational=None,
@@ -125,7 +125,7 @@ def _fit_batched(model: Any, data: Any, *, seed: int, num_chains: int, warmup: i
     posterior.update(model.invariants(data, **posterior))
     log_joint = posterior.pop("log_joint")
     L = len(out.objective)
-    point = {k: v[0].mean(0) if k in model.sites else v.mean((0, 1)) for k, v in posterior.items()}
+    point = draw_means(model, posterior)
     extra = {"num_iters": total, "warmup": warmup, "thin": thin, "num_chains": num_chains, "diverged": out.diverged,
              "objective_name": "log_joint", "batched_chains": True}
     seconds = torch.tensor(out.seconds, dtype=torch.float64)

@@ -10,7 +10,7 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS
 
-from inference.assemble import chain_seeds, check_positive_int, check_seed, make_result
+from inference.assemble import chain_seeds, check_positive_int, check_seed, draw_means, make_result
 from inference.results import InferenceResult
 from models.protocol import Invariants, Model, NUTSReparam, PyroModel, require
 
@@ -43,6 +43,7 @@ def fit_nuts(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmup
     check_seed(seed)
     data = model.prepare(data, dtype=dtype, device=device)
     reparam = isinstance(model, NUTSReparam)
+    _require_continuous(model, model.nuts_model if reparam else model.model, data)
     per_chain, diverging, seconds = [], [], []
     start = time.perf_counter()
     for c, chain_seed in enumerate(chain_seeds(seed, num_chains)):
@@ -67,7 +68,7 @@ def fit_nuts(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmup
     posterior = {k: torch.stack([ch[k] for ch in per_chain]).to(data.dtype) for k in per_chain[0]}  # every latent site
     posterior.update(model.invariants(data, **posterior))
     log_joint = posterior.pop("log_joint")
-    point = {k: v[0].mean(0) if k in model.sites else v.mean((0, 1)) for k, v in posterior.items()}
+    point = draw_means(model, posterior)
     n_div = int(torch.stack(diverging).sum())
     extra = {"num_iters": num_samples + warmup, "warmup": warmup, "num_chains": num_chains, "jit": jit,
              "divergences": n_div, "diverged": False, "chain_seconds": seconds, "objective_name": "log_joint"}
@@ -75,3 +76,16 @@ def fit_nuts(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmup
                        trace={"objective": log_joint}, sample_stats={"log_joint": log_joint,
                                                                     "diverging": torch.stack(diverging)},
                        seed=seed, wall_time=time.perf_counter() - start, extra_attrs=extra)
+
+
+def _require_continuous(model: Any, fn: Callable, data: Any) -> None:
+    """NUTS moves continuous parameters only: refuse a Pyro model whose latent sites are all discrete (they would
+    be enumerated out, leaving nothing to sample)."""
+    from pyro import poutine
+
+    sites = [s for s in poutine.trace(fn).get_trace(data).nodes.values()
+             if s["type"] == "sample" and not s["is_observed"] and not s["infer"].get("is_auxiliary")]
+    if sites and all(s["fn"].support.is_discrete for s in sites):
+        names = ", ".join(s["name"] for s in sites[:3]) + (", ..." if len(sites) > 3 else "")
+        raise ValueError(f"fit_nuts: {model.name}'s latent sites are all discrete ({names}); NUTS samples continuous "
+                         "parameters only: use gibbs, or exact inference where the model has it")

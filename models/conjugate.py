@@ -13,7 +13,7 @@ import math
 import torch
 
 __all__ = ["LOG_2PI", "gamma_posterior", "gamma_expectations", "gamma_kl", "gamma_log_pdf", "poisson_log_pmf",
-           "sample_gamma", "sample_multinomial", "multinomial_log_pmf", "sample_dirichlet", "dirichlet_kl",
+           "sample_gamma", "sample_categorical", "sample_multinomial", "multinomial_log_pmf", "sample_dirichlet", "dirichlet_kl",
            "dirichlet_expected_log", "dirichlet_mode", "normal_gamma_kl", "mv_digamma", "wishart_expected_logdet",
            "wishart_kl", "sample_wishart", "wishart_log_pdf_isotropic", "normal_wishart_update",
            "normal_wishart_kl", "normal_wishart_mode", "sample_gaussian_precision"]
@@ -81,7 +81,14 @@ def sample_gamma(shape: torch.Tensor, rate: torch.Tensor, generator: torch.Gener
 
 
 # ---------------------------------------------------------------------------------------------------
-# Multinomial
+# Categorical and multinomial
+
+
+def sample_categorical(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One draw per row of unnormalised log-probabilities (..., K) -> (...) int64, by the Gumbel-max trick:
+    argmax_k (logits_k + G_k) with G_k = -log(-log U_k) standard Gumbel."""
+    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
+    return torch.argmax(logits - torch.log(-torch.log(u.clamp_min(torch.finfo(logits.dtype).tiny))), -1)
 
 
 def sample_multinomial(total: torch.Tensor, probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

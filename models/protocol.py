@@ -23,8 +23,9 @@ names every missing hook, instead of an AttributeError deep inside a run.
                         objective_attrs                                          fit_svi
     Conditionals        conditional_values, complete_conditionals                check_model (Gibbs derivations)
     Augmented           augmented_model, local_q                                 check_model (ELBOs with local z)
-    ExactInference      exact_marginals, log_partition                           discrete models (exact answers)
-    MessagePassing      messages_init, message_update, beliefs, bethe_free_energy   loopy belief propagation
+    PyroSites           to_pyro_sites, from_pyro_sites                           check_model (per-pixel Pyro sites)
+    ExactInference      exact_marginals, log_partition, exact_sample            fit_exact (discrete models)
+    MessagePassing      bp_schedules, messages_init, message_update, beliefs, bethe_free_energy   fit_bp
 
 A variational family (the q that CAVI optimises and the SVI guide is written in) is one type, VariationalFamily:
 draws, means, log density, and the conversions to and from the Pyro guide's parameters.
@@ -43,7 +44,7 @@ if TYPE_CHECKING:  # annotations only: importing the protocol costs nothing
 
 __all__ = ["Model", "LogJoint", "Invariants", "Simulates", "HeldOut", "PointwiseLogLik", "VariationalFamily", "CAVI",
            "Gibbs", "BatchedGibbs", "EM", "PyroModel", "NUTSReparam", "SVI", "Conditionals", "Conditional",
-           "Augmented", "ExactInference", "MessagePassing", "MissingCapability", "require", "missing_hooks",
+           "Augmented", "PyroSites", "ExactInference", "MessagePassing", "MissingCapability", "require", "missing_hooks",
            "capabilities", "CAPABILITIES", "warm_gibbs_state"]
 
 
@@ -73,7 +74,8 @@ class LogJoint(Protocol):
 class Invariants(Protocol):
     """Quantities that survive label switching and rotations (predicted entries, sorted means, the log joint):
     what diagnostics and cross-method agreement are computed on. ``invariant_dims`` names their event dims; the
-    first non-scalar one is compared between methods."""
+    first non-scalar one is compared between methods. Optional: ``invariant_means(data, result)``, their exact
+    means under a result that stores enough for them (marginals), else None (compare then uses the draws)."""
 
     invariant_dims: dict[str, tuple[str, ...]]
 
@@ -274,21 +276,38 @@ class Augmented(Protocol):
 
 @runtime_checkable
 class ExactInference(Protocol):
-    """Discrete models small enough for exact answers: marginals of every site and log Z."""
+    """Discrete models small enough for exact answers: the marginals of every site ({"marginals": ...}, with
+    "log_Z" too where one pass gives both), log Z, and exact independent draws of the state's sites."""
 
     def exact_marginals(self, data: Any) -> dict[str, torch.Tensor]: ...
 
     def log_partition(self, data: Any) -> torch.Tensor: ...
 
+    def exact_sample(self, data: Any, num_samples: int, generator: torch.Generator) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class PyroSites(Protocol):
+    """When the Pyro model names its sites differently from the model's ``sites`` (one site per pixel of a grid,
+    say): the maps between the two, for the checks that compare them."""
+
+    def to_pyro_sites(self, data: Any, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    def from_pyro_sites(self, data: Any, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
 
 @runtime_checkable
 class MessagePassing(Protocol):
-    """Sum-product message passing (loopy belief propagation): messages, one update under a schedule, the beliefs
-    they imply and the Bethe free energy."""
+    """Sum-product message passing (loopy belief propagation): messages, one update under a schedule (returning
+    the new messages and the largest change), the beliefs they imply ({"marginals": ...}) and the Bethe free
+    energy; ``bp_schedules`` names the schedules."""
+
+    bp_schedules: tuple[str, ...]
 
     def messages_init(self, data: Any) -> Any: ...
 
-    def message_update(self, data: Any, messages: Any, schedule: str = "flooding") -> Any: ...
+    def message_update(self, data: Any, messages: Any, schedule: str = "flooding",
+                       damping: float = 0.0) -> tuple[Any, float]: ...
 
     def beliefs(self, data: Any, messages: Any) -> dict[str, torch.Tensor]: ...
 
@@ -305,7 +324,7 @@ def warm_gibbs_state(model: Any, data: Any, generator: torch.Generator, sweeps: 
 
 
 CAPABILITIES = (Model, LogJoint, Invariants, Simulates, HeldOut, PointwiseLogLik, CAVI, Gibbs, BatchedGibbs, EM,
-                PyroModel, NUTSReparam, SVI, Conditionals, Augmented, ExactInference, MessagePassing)
+                PyroModel, NUTSReparam, SVI, Conditionals, Augmented, PyroSites, ExactInference, MessagePassing)
 
 
 def _members(protocol: type) -> list[str]:

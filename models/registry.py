@@ -22,7 +22,7 @@ from typing import Any, Callable
 __all__ = ["Option", "DataSet", "Calibration", "ModelSpec", "register", "unregister", "get", "names", "specs",
            "model_class", "UnknownModel", "load_plugin"]
 
-_BUILTIN_SPECS = ("models.poisson_mf.spec", "models.gaussian_mf.spec", "models.mixture.spec")
+_BUILTIN_SPECS = ("models.poisson_mf.spec", "models.gaussian_mf.spec", "models.mixture.spec", "models.grid.spec")
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,15 @@ class Option:
 
 @dataclass(frozen=True)
 class DataSet:
-    """A named data set: ``load(**data_options)`` returns data the model's ``prepare`` accepts."""
+    """A named data set: ``load(**data_options)`` returns data the model's ``prepare`` accepts (a loader that
+    declares a parameter ``K`` also gets the model's K). ``methods``: the methods that suit it (compare's default;
+    None: the spec's ``compare_methods``)."""
 
     name: str
     load: Callable[..., Any]
     description: str = ""
     default_K: int | None = None
+    methods: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,9 @@ class ModelSpec:
         compare_methods: the methods ``inferlab compare`` runs by default.
         benchmark_options: model options of the comparison benchmark (benchmarks/compare_bench.py), e.g. a prior
             that every method supports.
+        compare_settings: per-method keyword overrides of compare's defaults for this model.
+        compare_figures: "module:function" drawing extra figures for compare's report, called as
+            function(comparison, model, out_folder) -> list of paths (named by path: models import no plotting).
     """
 
     name: str
@@ -106,6 +112,8 @@ class ModelSpec:
     fit_report: Callable[..., list[str]] | None = None
     compare_methods: tuple[str, ...] = ("cavi", "gibbs", "svi", "nuts", "em")
     benchmark_options: dict = field(default_factory=dict)
+    compare_settings: dict = field(default_factory=dict)
+    compare_figures: str | None = None
 
     @property
     def cls(self) -> type:
@@ -159,7 +167,7 @@ class ModelSpec:
         """The model for calibration: ``make`` with the calibration's model options as defaults (K defaults to 2)."""
         if self.calibration is None:
             raise ValueError(f"{self.name} declares no calibration settings (it cannot simulate)")
-        merged = dict(self.calibration.model_options)
+        merged = {k: v for k, v in self.calibration.model_options.items() if k not in (hyper or {})}  # the user's win
         merged.update(options or {})
         return self.make(2 if K is None and self.takes_K else K, hyper, merged)
 

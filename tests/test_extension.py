@@ -84,7 +84,10 @@ def test_compare_and_sbc_run_on_it(example):
 
 
 def test_it_passes_check_model_and_a_wrong_variant_fails(example):
-    _, model, data = example
+    spec, _, data = example
+    # the calibration hyperparameters: under the default vague prior (gamma = 0.1) Geweke's successive-conditional
+    # chain barely moves (ESS about 2 in 2,000 sweeps) and the test cannot conclude
+    model = spec.calibration_model()
     report = check_model(model, data, seed=0)
     assert report.passed and len(report.checks) >= 10, str(report)
     module = sys.modules[type(model).__module__]
@@ -97,7 +100,7 @@ def test_it_passes_check_model_and_a_wrong_variant_fails(example):
             shape, rate = super().beta_conditional(lam)
             return shape, rate - self.delta
 
-    wrong = check_model(ForgotDelta(), data, seed=0)
+    wrong = check_model(ForgotDelta(**spec.calibration.model_options), data, seed=0)
     failed = {(c.name, c.target) for c in wrong.failures}
     assert {("conditional", "beta"), ("cavi-block", "beta"), ("em-stationary", "log joint at EM's mode")} <= failed, \
         str(wrong)

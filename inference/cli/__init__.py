@@ -3,7 +3,8 @@
     fit.py          inferlab fit | compare | check | models
     grids.py        inferlab em | select               (seeds x K grids)
     calibration.py  inferlab sbc | geweke
-    benchmark.py    inferlab benchmark gaussian-mf
+    benchmark.py    inferlab benchmark gaussian-mf | grid-mrf
+    grid.py         inferlab grid small                (the course's 3 x 3 grid MRF, three ways, full precision)
     data.py         inferlab data
     common.py       model, data and method options from the registry; errors
 
@@ -39,13 +40,13 @@ def _plugins(argv: list[str]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from inference.cli import benchmark, calibration, data, fit, grids
+    from inference.cli import benchmark, calibration, data, fit, grid, grids
 
     p = argparse.ArgumentParser(prog="inferlab", description="Bayesian latent-variable models, fitted every way.")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
                    help="import a module or Python file that registers more models (repeatable)")
     sub = p.add_subparsers(dest="command", required=True)
-    for group in (fit, grids, calibration, benchmark, data):
+    for group in (fit, grids, calibration, benchmark, grid, data):
         group.add_parsers(sub)
     return p
 

@@ -42,6 +42,7 @@ def add_model_options(sp: argparse.ArgumentParser, targets: tuple[str, ...] = ("
         if opt.metavar is not None:
             kw["metavar"] = opt.metavar
         sp.add_argument(opt.flag, **kw)
+    sp.set_defaults(model_option_flags=tuple(seen))  # (a command's own option may share a dest with one not added)
 
 
 def add_model_arguments(sp: argparse.ArgumentParser, *, synthetic: bool = True) -> None:
@@ -79,9 +80,10 @@ def add_sweep_options(sp: argparse.ArgumentParser) -> None:
 def _check_own_options(spec: registry.ModelSpec, args: argparse.Namespace) -> dict[str, Any]:
     """The parsed model options as a dict; an option given for a model that does not declare it is an error."""
     own = {o.flag for o in spec.options}
+    added = set(getattr(args, "model_option_flags", ()))
     for other in registry.specs():
         for opt in other.options:
-            if opt.flag not in own and getattr(args, opt.dest, None) is not None:
+            if opt.flag in added and opt.flag not in own and getattr(args, opt.dest, None) is not None:
                 raise UsageError(f"{opt.flag} is not an option of {spec.name}")
     return {o.dest: getattr(args, o.dest, None) for o in spec.options}
 
@@ -133,8 +135,14 @@ def load_data(spec: registry.ModelSpec, args: argparse.Namespace) -> Any:
                 raise UsageError(f"{flag} must be >= 1, got {v}")
         return spec.synthetic(rows, cols, args.true_K, torch.Generator().manual_seed(args.seed))
     if any(d.name == name for d in spec.datasets):
+        import inspect
+
         values = _check_own_options(spec, args)
-        return spec.dataset(name).load(**spec.option_values(values, "data"))
+        load = spec.dataset(name).load
+        options = spec.option_values(values, "data")
+        if "K" in inspect.signature(load).parameters:
+            options["K"] = args.K if args.K is not None else default_K(spec, name)
+        return load(**options)
     path = Path(name)
     if not path.exists() or spec.read_file is None:
         raise UsageError(f"--data {name!r}: not a data set name for {spec.name} ({names}) nor a file"
@@ -165,11 +173,13 @@ def method_kwargs(spec: registry.ModelSpec, args: argparse.Namespace) -> dict[st
                           "dtype": torch.float32 if getattr(args, "float32", False) else torch.float64,
                           "device": getattr(args, "device", "cpu")}
     m = args.method
-    if m in ("cavi", "svi", "em"):
+    if m in ("cavi", "svi", "em", "bp"):
         kw["num_iters"] = args.iters
     if m in ("gibbs", "nuts"):
         kw["num_samples"] = args.samples or args.iters
         kw["num_chains"] = args.chains
+    if m == "exact" and args.samples:
+        kw["num_samples"] = args.samples
     if m == "cavi":
         kw.update(cavi_options(spec, args))
     if m == "nuts":

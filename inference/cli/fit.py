@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from inference.cli.common import (UsageError, add_model_arguments, default_K, load_data, make_model, method_kwargs,
@@ -10,7 +11,7 @@ from inference.cli.common import (UsageError, add_model_arguments, default_K, lo
 
 __all__ = ["add_parsers"]
 
-METHOD_NAMES = ("cavi", "gibbs", "svi", "nuts", "em")
+from inference import METHOD_NAMES  # noqa: E402  (the names only; the methods load on use)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -40,27 +41,33 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from inference.workflows.compare import compare
+    from inference.workflows.compare import compare, reference_warning
 
     spec = spec_of(args.model)
     K = args.K if args.K is not None else default_K(spec, args.data)
     model = make_model(spec, args, K)
     data = load_data(spec, args)
+    dataset = next((d for d in spec.datasets if d.name == args.data), None)
     if args.methods:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    elif dataset is not None and dataset.methods is not None:
+        methods = list(dataset.methods)
     else:  # NUTS only on small synthetic problems by default
         methods = [m for m in spec.compare_methods if args.data == "synthetic" or m != "nuts"]
-    settings = {}
+    settings = {k: dict(v) for k, v in spec.compare_settings.items()}
     if args.iters:
-        settings = {"cavi": {"num_iters": args.iters}, "svi": {"num_iters": args.iters}, "em": {"num_iters": args.iters}}
+        for m in ("cavi", "svi", "em", "bp"):
+            settings.setdefault(m, {})["num_iters"] = args.iters
     if args.samples:
-        settings.update(gibbs={"num_samples": args.samples, "warmup": args.samples // 2},
-                        nuts={"num_samples": args.samples, "warmup": args.samples})
+        settings.setdefault("gibbs", {}).update(num_samples=args.samples, warmup=args.samples // 2)
+        settings.setdefault("nuts", {}).update(num_samples=args.samples, warmup=args.samples)
     comp = compare(model, data, methods=methods, seed=args.seed, settings=settings, out=args.out,
                    progress=not args.no_progress)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 5):
         print(comp.table.to_string(index=False))
     print(f"reference method for agreement: {comp.reference}")
+    for line in filter(None, reference_warning(comp)):
+        print(line.replace("**", ""), file=sys.stderr)
     if args.out:
         print(f"wrote {', '.join(str(p) for p in comp.files)}")
     return 0
@@ -106,7 +113,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     f = sub.add_parser("fit", help="fit one model by one method, print a summary and save the result")
     add_model_arguments(f)
-    f.add_argument("--method", required=True, help="cavi, gibbs, svi, nuts or em (the posterior mode)")
+    f.add_argument("--method", required=True, help="exact, cavi, gibbs, svi, nuts, bp (loopy belief propagation) or "
+                                                   "em (the posterior mode)")
     f.add_argument("--chains", type=int, default=2, help="chains (Gibbs, NUTS)")
     f.add_argument("--float32", action="store_true", help="float32 instead of float64 (closed-form methods)")
     f.add_argument("--device", default="cpu", help="torch device for closed-form methods (cpu, cuda)")

@@ -205,12 +205,15 @@ def geweke(model: Any, size: tuple, *, num_marginal: int = 2000, num_successive:
         state = model.gibbs_sweep(data, state, g)
         successive.append(_test_functions(state))
     mc, sc = pd.DataFrame(marginal), pd.DataFrame(successive)
-    rows = []
+    rows, seen = [], []
     for col in mc.columns:
         a, b = mc[col].to_numpy(), sc[col].to_numpy()
         if a.std() == 0 and b.std() == 0:  # a constant (e.g. fixed hyperparameters): nothing to test
             continue
-        n_eff = float(ess(b[None, :]))
+        if any(np.array_equal(a, mc[c].to_numpy()) and np.array_equal(b, sc[c].to_numpy()) for c in seen):
+            continue  # the same function twice (y^2 = y for binary labels)
+        seen.append(col)
+        n_eff = 1.0 if b.std() == 0 else float(ess(b[None, :]))  # a chain that never moved has one draw's worth
         se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / max(n_eff, 1.0))
         rows.append({"function": col, "marginal_mean": a.mean(), "successive_mean": b.mean(), "ess": n_eff,
                      "z": (a.mean() - b.mean()) / se})

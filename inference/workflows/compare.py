@@ -21,12 +21,13 @@ import torch
 from inference.results import InferenceResult, ess, mcse_mean, rhat, sampler_diagnostic_figures
 from inference.workflows.plots import save_figure, use_agg
 from models._io import write_text
-from models.protocol import CAVI, EM, SVI, Gibbs, HeldOut, Invariants, LogJoint, Model, PyroModel, require
+from models.protocol import (CAVI, EM, SVI, ExactInference, Gibbs, HeldOut, Invariants, LogJoint, MessagePassing, Model,
+                             PyroModel, require)
 
-__all__ = ["compare", "Comparison", "DEFAULT_SETTINGS", "REFERENCE_ORDER"]
+__all__ = ["compare", "Comparison", "DEFAULT_SETTINGS", "REFERENCE_ORDER", "reference_warning"]
 
-# The exactness order used to pick the reference method: asymptotically exact samplers first.
-REFERENCE_ORDER = ("gibbs", "nuts", "cavi", "svi", "em")
+# The exactness order used to pick the reference method: exact, then asymptotically exact samplers.
+REFERENCE_ORDER = ("exact", "gibbs", "nuts", "cavi", "svi", "bp", "em")
 
 DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "cavi": {"num_iters": 200},
@@ -34,6 +35,8 @@ DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "svi": {"num_iters": 1500, "lr": 0.05},
     "nuts": {"num_samples": 200, "warmup": 200, "num_chains": 2, "jit": True},
     "em": {"num_iters": 1000, "num_restarts": 5},
+    "exact": {"num_samples": 1000},
+    "bp": {"num_iters": 200},
 }
 
 
@@ -65,14 +68,15 @@ def _invariant_name(model: Any) -> str:
 
 
 def _is_sampler(res: InferenceResult) -> bool:
-    """Draws from a Markov chain (not from a q, not a point estimate) with at least two draws per chain."""
-    return res.variational is None and not res.attrs.get("point_estimate") and res.posterior[
-        next(iter(res.posterior))].shape[1] > 1
+    """Draws from a Markov chain (not from a q, not independent exact draws, not a point estimate) with at least
+    two draws per chain."""
+    return res.variational is None and not res.attrs.get("point_estimate") and not res.attrs.get(
+        "independent_draws") and res.posterior[next(iter(res.posterior))].shape[1] > 1
 
 
 # The capabilities each method needs (checked before any fit starts).
 NEEDS = {"cavi": (CAVI,), "gibbs": (Gibbs, LogJoint), "svi": (SVI, PyroModel), "nuts": (PyroModel,),
-         "em": (EM, LogJoint)}
+         "em": (EM, LogJoint), "exact": (ExactInference,), "bp": (MessagePassing,)}
 
 
 def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("cavi", "gibbs", "svi", "nuts", "em"),
@@ -112,7 +116,8 @@ def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("c
     reference = next(m for m in REFERENCE_ORDER if m in results)
     inv = _invariant_name(model)
     ref_draws = results[reference].posterior[inv]
-    ref_mean, ref_sd, ref_se = ref_draws.mean((0, 1)), ref_draws.std((0, 1)), _mcse(results[reference], ref_draws)
+    ref_mean, ref_se, ref_exact = _mean_se(model, train, results[reference], inv)
+    ref_sd = ref_draws.std((0, 1))
     rows = []
     for name, res in results.items():
         row = {"method": name, "objective": res.attrs.get("objective_name", "objective"), "value": res.objective}
@@ -125,29 +130,48 @@ def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("c
         row["wall_s"] = res.wall_time
         draws = res.posterior[inv]
         if _is_sampler(res):  # samplers: diagnostics on the invariant quantities
-            min_ess = float(np.min(ess(draws)))
+            # (a quantity constant in every chain, such as a pixel no chain ever changes, has no ESS or R-hat)
+            min_ess = float(np.nanmin(ess(draws)))
             row["min_ess"] = min_ess
             row["s_per_ess"] = res.wall_time / min_ess
-            row["min_ess_tail"] = float(np.min(ess(draws, "tail")))
-            row["max_rhat"] = float(np.max(rhat(draws)))
+            row["min_ess_tail"] = float(np.nanmin(ess(draws, "tail")))
+            row["max_rhat"] = float(np.nanmax(rhat(draws)))
             lj = res.sample_stats.get("log_joint")
             if lj is not None:
                 row["rhat_log_joint"] = float(rhat(np.asarray(lj)))
         if "psis_khat" in res.attrs:
             row["psis_khat"] = res.attrs["psis_khat"]
-        mean, sd = draws.mean((0, 1)), draws.std((0, 1))
+        (mean, se, exact_mean), sd = _mean_se(model, train, res, inv), draws.std((0, 1))
         row[f"{inv}_rel_rms_vs_{reference}"] = float(np.sqrt(np.mean((mean - ref_mean) ** 2) / np.mean(ref_mean ** 2)))
+        row[f"{inv}_max_abs_diff_vs_{reference}"] = float(np.max(np.abs(mean - ref_mean)))
         row[f"{inv}_corr_vs_{reference}"] = float(np.corrcoef(mean, ref_mean)[0, 1])
         if name != reference and not res.attrs.get("point_estimate"):  # a mode has no spread and no MC error
-            z = (mean - ref_mean) / np.sqrt(_mcse(res, draws) ** 2 + ref_se ** 2)
-            row[f"max_abs_z_vs_{reference}"] = float(np.max(np.abs(z)))  # in Monte Carlo standard errors
-            row[f"sd_ratio_median_vs_{reference}"] = float(np.median(sd / np.maximum(ref_sd, 1e-300)))
+            if not exact_mean:  # (a method with exact means of its own approximation differs by its bias, not noise)
+                den = np.sqrt(se ** 2 + ref_se ** 2)
+                with np.errstate(divide="ignore", invalid="ignore"):  # no error and no difference: z = 0
+                    z = np.where(den > 0, (mean - ref_mean) / den, np.where(mean == ref_mean, 0.0, np.inf))
+                row[f"max_abs_z_vs_{reference}"] = float(np.max(np.abs(z)))  # in Monte Carlo standard errors
+            varies = ref_sd > 0  # (quantities the reference never varies have no ratio)
+            row[f"sd_ratio_median_vs_{reference}"] = float(np.median(sd[varies] / ref_sd[varies])) \
+                if varies.any() else float("nan")
         rows.append(row)
     table = pd.DataFrame(rows)
     comp = Comparison(table, results, reference, train, test)
     if out is not None:
         comp.files = _write(comp, Path(out), model, inv)
     return comp
+
+
+def _mean_se(model: Any, data: Any, res: InferenceResult, inv: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The posterior means of the invariant quantity under ``res``, their Monte Carlo standard errors, and whether
+    they are exact: from the model's ``invariant_means`` (optional hook: exact means from what a result stores, e.g.
+    the marginals of exact inference, mean field or BP) where it gives them, else from the draws."""
+    exact = model.invariant_means(data, res) if hasattr(model, "invariant_means") else None
+    if exact is not None and inv in exact:
+        mean = np.asarray(exact[inv], dtype=np.float64)
+        return mean, np.zeros_like(mean), True
+    draws = res.posterior[inv]
+    return draws.mean((0, 1)), _mcse(res, draws), False
 
 
 def _mcse(res: InferenceResult, draws: np.ndarray) -> np.ndarray:
@@ -214,7 +238,9 @@ def _write(comp: Comparison, out: Path, model: Any, inv: str) -> list[Path]:
     others = [n for n in comp.results if n != comp.reference and not comp.results[n].attrs.get("point_estimate")]
     if others:  # posterior sd ratios: VI under-dispersion shows as ratios below 1
         fig, ax = plt.subplots(figsize=(6, 4))
-        ratios = [comp.results[n].posterior[inv].std((0, 1)) / np.maximum(ref_sd, 1e-300) for n in others]
+        varies = ref_sd > 0
+        ratios = [np.clip(comp.results[n].posterior[inv].std((0, 1))[varies] / ref_sd[varies], 1e-6, 1e6)
+                  for n in others]  # (clipped for the log axis: 0 where a method never varies)
         ax.boxplot(ratios, tick_labels=others)
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
         ax.set(yscale="log", ylabel=f"posterior sd / sd under {comp.reference}", title=f"posterior sd ratios of {inv}")
@@ -224,17 +250,45 @@ def _write(comp: Comparison, out: Path, model: Any, inv: str) -> list[Path]:
         if _is_sampler(res) and res.posterior[inv].shape[0] > 1:
             for kind, fig in sampler_diagnostic_figures(res, inv).items():
                 files.append(save_figure(fig, out / f"{name}_{kind}.png", close=True))
+    files += _model_figures(comp, model, out)
     files.append(write_text(out / "report.md", _report(comp, model, inv, [f.name for f in files])))
     for name, res in comp.results.items():
         files.append(res.save(out / f"{name}.nc"))
     return files
 
 
+def _model_figures(comp: Comparison, model: Any, out: Path) -> list[Path]:
+    """The figures the model's registry entry adds to the report (ModelSpec.compare_figures), if any."""
+    import importlib
+
+    from models import registry
+
+    try:
+        spec = registry.get(model.name)
+    except registry.UnknownModel:
+        return []
+    if spec.compare_figures is None:
+        return []
+    module, _, function = spec.compare_figures.partition(":")
+    return list(getattr(importlib.import_module(module), function)(comp, model, out))
+
+
+def reference_warning(comp: Comparison) -> list[str]:
+    """A warning when the reference is a sampler whose diagnostics say it has not converged."""
+    row = comp.table.set_index("method").loc[comp.reference]
+    rhat_lj, max_rhat, min_ess = (float(row.get(k, np.nan)) for k in ("rhat_log_joint", "max_rhat", "min_ess"))
+    if not (max(np.nan_to_num(rhat_lj), np.nan_to_num(max_rhat)) > 1.01 or min_ess < 100):
+        return []
+    return [f"**Warning: the reference {comp.reference} has not converged** (R-hat of the log joint {rhat_lj:.3g}, "
+            f"largest R-hat {max_rhat:.3g}, smallest bulk ESS {min_ess:.3g}): the agreement columns measure the "
+            "distance from an unconverged chain, not from the posterior. Run it longer or with more chains.", ""]
+
+
 def _report(comp: Comparison, model: Any, inv: str, pictures: list[str]) -> str:
     """report.md: the table, what each column means, and the plots."""
     lines = [f"# {model.name}: every method on one split ({time.strftime('%Y-%m-%d')})", "",
              f"Data: {comp.results[comp.reference].attrs.get('data', '')}; reference method for agreement: "
-             f"{comp.reference} (the most exact method run).", "", comp.to_markdown(), "",
+             f"{comp.reference} (the most exact method run).", "", *reference_warning(comp), comp.to_markdown(), "",
              "- value: the constant-inclusive objective (closed-form ELBO for CAVI/SVI; for samplers the log joint "
              "of the last draw; for EM the log joint at the posterior mode it found, with allocations summed out). "
              "Held-out scores are per observation on one fixed split (EM: plug-in predictive at the mode).",

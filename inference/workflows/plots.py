@@ -69,3 +69,47 @@ def plot_mixture(X: np.ndarray, mixture, post: np.ndarray, title: str = "", ax=N
     ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), aspect="equal", title=title)
     ax.legend(fontsize=7, loc="upper left")
     return fig
+
+
+def plot_denoising(comparison, model, out: Path) -> list[Path]:
+    """Grid MRFs (the compare_figures of grid-mrf): the clean image (when known), the noisy image and the argmax of
+    every method's marginals, with each method's accuracy against the clean image; and the objective per
+    iteration of every method."""
+    use_agg()
+    import matplotlib.pyplot as plt
+
+    from models.grid.model import marginals_of
+
+    data = next(iter(comparison.results.values())).data
+    panels = ([("clean", np.asarray(data.clean))] if data.clean is not None else []) + \
+        ([("noisy x", np.asarray(data.x))] if data.x is not None else [])
+    for name, res in comparison.results.items():
+        labels = marginals_of(res, model, data).argmax(-1)
+        acc = f", accuracy {float((labels == np.asarray(data.clean)).mean()):.4f}" if data.clean is not None else ""
+        panels.append((f"{name}{acc}", labels))
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.3 * rows), squeeze=False)
+    for ax, (title, image) in zip(axes.flat, panels):
+        ax.imshow(image, cmap="viridis", vmin=0, vmax=model.K - 1, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    files = [save_figure(fig, Path(out) / "denoising.png", close=True)]
+    fig, (ax, gap) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, res in comparison.results.items():
+        obj = np.asarray(res.trace["objective"])
+        if obj.ndim == 1 and len(obj) > 1 and res.attrs.get("objective_name") != "log_joint":
+            label = f"{name}: {res.attrs.get('objective_name')}"
+            ax.plot(np.arange(len(obj)), obj, marker=".", ms=3, label=label)
+            gap.semilogy(np.arange(len(obj) - 1), np.maximum(np.abs(obj[:-1] - obj[-1]), 1e-16), marker=".", ms=3,
+                         label=label)
+        elif res.method == "exact":
+            ax.axhline(float(obj[-1]), color="k", ls="--", lw=0.8, label="exact log Z")
+    ax.set(xlabel="iteration (sweep)", ylabel="objective", title="ELBO, -Bethe free energy and log Z")
+    gap.set(xlabel="iteration (sweep)", ylabel="|objective - final objective|", title="convergence")
+    ax.legend(fontsize=7)
+    files.append(save_figure(fig, Path(out) / "objectives.png", close=True))
+    return files
