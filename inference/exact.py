@@ -38,8 +38,8 @@ def fit_exact(model: Any, data: Any, *, seed: int = 0, num_samples: int = 1000, 
     log_Z = float(marginals.pop("log_Z") if "log_Z" in marginals else model.log_partition(data))
     seconds = time.perf_counter() - start
     draws = model.exact_sample(data, num_samples, torch.Generator().manual_seed(seed))
-    posterior = {site: draws[None] for site in model.sites[:1]}
-    posterior.update(model.invariants(data, **{k: v for k, v in posterior.items()}))
+    posterior = {model.sites[0]: draws[None]}
+    posterior.update(model.invariants(data, **posterior))
     extra = {"log_partition": log_Z, "objective_name": "log_partition", "num_iters": 0, "converged": True,
              "diverged": False, "independent_draws": True}
     return make_result("exact", model, data, posterior=posterior, point=marginals, variational=None,

@@ -272,13 +272,13 @@ def _changed_mask(before: torch.Tensor | None, after: torch.Tensor) -> torch.Ten
 
 def _cavi_blocks(model, data, g, report, *, tol, **_) -> None:
     state = _cavi_start(model, data, g)
-    fresh = model.cavi_init(data, g)
     for block in model.cavi_blocks:
         new = model.cavi_block(data, state, block)
         before, after = _leaves(state), _leaves(new)
         changed = _changed(before, after)
         if not changed:  # already at the block's fixed point to the last bit (peaked posteriors): from the start
-            state, new = fresh, model.cavi_block(data, fresh, block)
+            state = model.cavi_init(data, g)
+            new = model.cavi_block(data, state, block)
             before, after = _leaves(state), _leaves(new)
             changed = _changed(before, after)
         leaves = {k: v.detach().clone().requires_grad_(k in changed) for k, v in after.items()}

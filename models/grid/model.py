@@ -356,5 +356,4 @@ def marginals_of(result: Any, model: GridMRF, data: GridData) -> np.ndarray:
     if "marginals" in result.point:
         return np.asarray(result.point["marginals"])
     y = torch.as_tensor(np.asarray(result.posterior["y"])).flatten(0, 1)  # (S, H, W)
-    counts = torch.nn.functional.one_hot(y.long(), model.K).to(torch.float64).mean(0)
-    return counts.numpy()
+    return torch.stack([(y == k).sum(0) for k in range(model.K)], -1).numpy() / y.shape[0]  # (no (S, H, W, K) array)
