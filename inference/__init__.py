@@ -11,7 +11,7 @@ in inference.cli. Names load on first use, so ``import inference`` is cheap.
 from models._lazy import lazy_exports
 
 __all__ = ["fit_cavi", "fit_em", "fit_gibbs", "fit_svi", "fit_nuts", "fit_exact", "fit_bp", "InferenceResult",
-           "METHODS", "METHOD_NAMES", "check_model", "compare"]
+           "METHODS", "METHOD_NAMES", "check_model", "compare", "FitFailed"]
 
 METHOD_NAMES = ("exact", "cavi", "gibbs", "svi", "nuts", "bp", "em")
 
@@ -19,7 +19,7 @@ _getattr, __dir__ = lazy_exports(__name__, {
     "fit_cavi": "inference.cavi", "fit_em": "inference.em", "fit_gibbs": "inference.gibbs",
     "fit_svi": "inference.svi", "fit_nuts": "inference.nuts", "fit_exact": "inference.exact", "fit_bp": "inference.bp",
     "InferenceResult": "inference.results", "check_model": "inference.workflows.checks",
-    "compare": "inference.workflows.compare"})
+    "compare": "inference.workflows.compare", "FitFailed": "inference.assemble"})
 
 
 def __getattr__(name: str):

@@ -12,7 +12,8 @@ import torch
 from inference.results import InferenceResult
 from models.protocol import Invariants, PointwiseLogLik
 
-__all__ = ["versions", "seed_value", "chain_seeds", "check_positive_int", "check_seed", "make_result",
+__all__ = ["FitFailed", "check_finite_fit", "versions", "seed_value", "chain_seeds", "check_positive_int", "check_seed",
+           "make_result",
            "pointwise_log_likelihood", "vi_khat", "draw_means", "variational_draws", "MAX_LOG_LIK_ENTRIES"]
 
 
@@ -24,7 +25,7 @@ def versions() -> dict[str, str]:
 
 
 def seed_value(seed: int | torch.Generator) -> int | str:
-    return seed if isinstance(seed, int) else "generator"
+    return int(seed) if isinstance(seed, (int, np.integer)) else "generator"
 
 
 def chain_seeds(seed: int, num_chains: int) -> list[int]:
@@ -39,15 +40,52 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
 
 
 def check_seed(seed: Any, why: str = "") -> int:
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+    """A seed as a Python int: any non-negative integer, numpy integer scalars included."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, (bool, np.bool_)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int{why}, got {seed!r}")
-    return seed
+    return int(seed)
+
+
+class FitFailed(RuntimeError):
+    """A fit that did not produce a usable result: its objective became NaN or infinite (diverged), or its estimates
+    are not finite. Raised instead of returning the result, so that it is never reported or saved as one."""
+
+
+def _first_non_finite(groups: dict[str, dict | None]) -> str | None:
+    for group, arrays in groups.items():
+        for name, value in (arrays or {}).items():
+            arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            if np.issubdtype(arr.dtype, np.number) and not np.all(np.isfinite(arr)):
+                n_bad = int((~np.isfinite(arr)).sum())
+                return f"{group} {name!r} has {n_bad} non-finite value(s) of {arr.size}"
+    return None
+
+
+def check_finite_fit(method: str, model: Any, *, posterior: dict, point: dict, variational: dict | None,
+                     trace: dict, attrs: dict) -> None:
+    """Raise FitFailed when the fit diverged or any estimate is NaN or infinite (the message says where)."""
+    name = getattr(model, "name", type(model).__name__)
+    if attrs.get("diverged"):
+        obj = np.asarray(trace.get("objective", []), dtype=float)
+        at = int(np.asarray(attrs.get("num_iters", obj.shape[-1] - 1 if obj.size else 0))) + 1
+        raise FitFailed(f"{method} on {name} diverged: the objective became NaN or infinite at iteration {at}; "
+                        "no result is returned (try other hyperparameters, a smaller step or float64)")
+    where = _first_non_finite({"posterior": posterior, "point": point, "variational": variational})
+    if where is None:
+        obj = np.asarray(trace.get("objective", []), dtype=float)
+        if obj.size and not np.all(np.isfinite(obj)):
+            where = "the objective trace has non-finite values"
+    if where is not None:
+        raise FitFailed(f"{method} on {name} failed: {where}; no result is returned")
 
 
 def make_result(method: str, model: Any, data: Any, *, posterior: dict, point: dict, variational: dict | None,
                 trace: dict, sample_stats: dict | None = None, seed: Any, wall_time: float,
                 extra_attrs: dict | None = None) -> InferenceResult:
-    """Assemble an InferenceResult with the attributes every method records."""
+    """Assemble an InferenceResult with the attributes every method records; raises FitFailed for a diverged or
+    non-finite fit (see check_finite_fit)."""
+    check_finite_fit(method, model, posterior=posterior, point=point, variational=variational, trace=trace,
+                     attrs=extra_attrs or {})
     attrs = {"method": method, "model": model.name, "seed": seed_value(seed),
              "dtype": str(data.dtype).replace("torch.", ""), "device": str(data.device), "wall_time": wall_time,
              "data": repr(data), "versions": versions()}

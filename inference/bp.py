@@ -38,7 +38,7 @@ def fit_bp(model: Any, data: Any, *, seed: int = 0, num_iters: int = 100, schedu
         largest message change, attrs "converged", "bethe_free_energy".
     """
     require(model, MessagePassing, Model, Invariants, method="fit_bp")
-    check_positive_int("num_iters", num_iters, minimum=0)
+    check_positive_int("num_iters", num_iters)
     check_positive_int("num_samples", num_samples)
     check_seed(seed)
     if schedule not in model.bp_schedules:

@@ -66,7 +66,7 @@ def fit_cavi(model: Any, data: Any, *, seed: int | torch.Generator, num_iters: i
         InferenceResult with trace["objective"] = ELBO per sweep (entry 0 at the initialisation).
     """
     require(model, CAVI, Model, Invariants, method="fit_cavi")
-    check_positive_int("num_iters", num_iters, minimum=0)
+    check_positive_int("num_iters", num_iters)
     check_positive_int("num_samples", num_samples)
     if num_chains != 1:
         raise ValueError(f"num_chains must be 1 for CAVI (a deterministic method), got {num_chains!r}")

@@ -25,9 +25,11 @@ def resolve_seed(seed: int | torch.Generator | None, device: str | torch.device 
     every method takes its randomness explicitly."""
     if isinstance(seed, torch.Generator):
         return seed
-    if seed is None or isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    import numpy as np
+
+    if seed is None or isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int or a torch.Generator, got {seed!r}")
-    return torch.Generator(device="cpu").manual_seed(seed)
+    return torch.Generator(device="cpu").manual_seed(int(seed))
 
 
 @dataclass
@@ -67,6 +69,8 @@ def run_loop(step: Callable[[Any], tuple[Any, Any]], state: Any, *, num_iters: i
     """
     if isinstance(num_iters, bool) or not isinstance(num_iters, int) or num_iters < 0:
         raise ValueError(f"num_iters must be a non-negative int, got {num_iters!r}")
+    if tol is not None and (isinstance(tol, bool) or not math.isfinite(tol) or tol < 0):
+        raise ValueError(f"tol must be a finite number >= 0 (or None), got {tol!r}")
     out = LoopOutcome(objective=[float(initial_objective)], seconds=[0.0])
     start = time.perf_counter()
     bar = tqdm(total=num_iters, desc=desc, disable=not progress, leave=False, file=sys.stderr)
@@ -77,8 +81,7 @@ def run_loop(step: Callable[[Any], tuple[Any, Any]], state: Any, *, num_iters: i
             elapsed = time.perf_counter() - start
             if not math.isfinite(obj):
                 out.diverged = True
-                print(f"inferlab: {desc} diverged at iteration {it} (objective {obj}); "
-                      f"returning the state of iteration {it - 1}", file=sys.stderr)
+                print(f"inferlab: {desc} diverged at iteration {it} (objective {obj})", file=sys.stderr)
                 break
             state = new_state
             prev = out.objective[-1]

@@ -44,7 +44,7 @@ def fit_em(model: Any, data: Any, *, seed: int, num_iters: int = 500, tol: float
         "point_estimate" True, "restart_objectives", "converged", "monotone_violations".
     """
     require(model, EM, Model, LogJoint, Invariants, method="fit_em")
-    check_positive_int("num_iters", num_iters, minimum=0)
+    check_positive_int("num_iters", num_iters)
     check_positive_int("num_restarts", num_restarts)
     check_seed(seed)
     if init is not None and num_restarts != 1:

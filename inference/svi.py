@@ -53,7 +53,7 @@ def fit_svi(model: Any, data: Any, *, seed: int, num_iters: int = 1000, lr: floa
         attrs["elbo"] the closed-form ELBO at the final q.
     """
     require(model, SVI, PyroModel, Model, Invariants, method="fit_svi")
-    check_positive_int("num_iters", num_iters, minimum=0)
+    check_positive_int("num_iters", num_iters)
     check_positive_int("num_particles", num_particles)
     check_positive_int("eval_every", eval_every)
     if num_chains != 1:

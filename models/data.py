@@ -24,8 +24,35 @@ import torch
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
-__all__ = ["Data", "SparseMatrix", "CountMatrix", "RatingData", "MixtureData", "as_count_matrix", "as_rating_data",
+__all__ = ["check_index", "ALIASES", "LongTable", "ReaderError", "long_table", "check_device", "Data", "SparseMatrix", "CountMatrix", "RatingData", "MixtureData", "as_count_matrix", "as_rating_data",
            "as_mixture_data", "csr_index", "partner_sum", "gram_rhs", "check_dtype"]
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device, refused with a clear error when this machine does not have it (torch itself
+    raises an AssertionError deep inside the first transfer)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: {device!r} is not a torch device ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} asked for, but CUDA is not available here (torch {torch.__version__}); "
+                         "use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device: {device!r} asked for, but MPS is not available here; use --device cpu")
+    return dev
+
+
+def check_index(idx: Any, size: int, arg: str) -> np.ndarray:
+    """Cell indices as an int64 array, each in [0, size): a negative index would silently count from the end."""
+    arr = idx.detach().cpu().numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{arg} must hold integer indices, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= size):
+        bad = arr[(arr < 0) | (arr >= size)][0]
+        raise ValueError(f"{arg}: index {bad} is outside [0, {size})")
+    return arr
 
 
 def check_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -209,6 +236,8 @@ class RatingData(SparseMatrix):
     not stored are unobserved."""
 
     name: str = ""
+    row_labels: np.ndarray | None = None
+    col_labels: np.ndarray | None = None
 
     def __repr__(self) -> str:
         return f"RatingData({self.name or 'ratings'}: {self.shape[0]} x {self.shape[1]}, n={len(self)})"
@@ -239,10 +268,98 @@ class MixtureData(Data):
 
 
 # ---------------------------------------------------------------------------------------------------
+# Long-format tables (columns found by name; models.readers reads them from files)
+
+ALIASES = {
+    "row": ("row", "r", "user", "user_id", "userid", "u", "i_row"),
+    "col": ("col", "c", "column", "item", "item_id", "itemid", "i", "artist", "artist_id", "movie", "movie_id"),
+    "value": ("value", "v", "count", "counts", "n", "rating", "plays", "score", "weight", "x"),
+}
+
+
+class ReaderError(ValueError):
+    """A file or table that cannot be read as the data asked for (the message names the file and the column)."""
+
+
+@dataclass(frozen=True)
+class LongTable:
+    """Entries of an N x M matrix read from a long-format table: rows, cols (n,) int64 dense indices; values (n,)
+    float64; shape (N, M); row_labels (N,), col_labels (M,) the original IDs in index order."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray
+    shape: tuple[int, int]
+    row_labels: np.ndarray
+    col_labels: np.ndarray
+
+
+def _find(names: list[str], role: str, given: str | None, source: str) -> str:
+    if given is not None:
+        if given not in names:
+            raise ReaderError(f"{source}: no column named {given!r} (the {role} column); columns are {names}")
+        return given
+    lower = {str(n).strip().lower(): n for n in names}
+    for alias in ALIASES[role]:
+        if alias in lower:
+            return lower[alias]
+    raise ReaderError(f"{source}: no {role} column; name it one of {', '.join(ALIASES[role][:6])} or pass --columns "
+                      f"ROW,COL,VALUE (columns are {names})")
+
+
+def _looks_numeric(name: Any) -> bool:
+    try:
+        float(str(name))
+        return True
+    except ValueError:
+        return False
+
+
+def long_table(df: Any, *, columns: tuple[str, str, str] | None = None, source: str = "data") -> LongTable:
+    """The entries of a long-format pandas DataFrame, its columns found by name (see the module docstring).
+
+    Raises ReaderError: a header that looks like a data record, a missing column, IDs that are missing (NaN),
+    values that are not numbers."""
+    import pandas as pd
+
+    names = list(df.columns)
+    if columns is None and names and all(_looks_numeric(n) for n in names):
+        raise ReaderError(f"{source}: the first line {','.join(map(str, names))} looks like a record, not a header; "
+                          "add a header line (e.g. row,col,value) or declare the file header-less (--no-header: the "
+                          "first three columns are then row, col, value)")
+    if columns is not None and len(columns) != 3:
+        raise ReaderError(f"{source}: columns must name three columns (row, col, value), got {columns!r}")
+    r_name, c_name, v_name = (_find(names, role, columns[i] if columns else None, source)
+                              for i, role in enumerate(("row", "col", "value")))
+    if len({r_name, c_name, v_name}) < 3:
+        raise ReaderError(f"{source}: the row, col and value columns must differ, got {r_name!r}, {c_name!r}, "
+                          f"{v_name!r}")
+    for name in (r_name, c_name):
+        if df[name].isna().any():
+            line = int(np.flatnonzero(df[name].isna().to_numpy())[0])
+            raise ReaderError(f"{source}: column {name!r} has an empty ID in record {line + 1}")
+    try:
+        values = pd.to_numeric(df[v_name], errors="raise").to_numpy(dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise ReaderError(f"{source}: column {v_name!r} must hold numbers ({exc})") from None
+    if np.iscomplexobj(df[v_name].to_numpy()):
+        raise ReaderError(f"{source}: column {v_name!r} holds complex numbers")
+    rows, row_labels = pd.factorize(df[r_name], sort=True)
+    cols, col_labels = pd.factorize(df[c_name], sort=True)
+    shape = (len(row_labels), len(col_labels))
+    return LongTable(rows.astype(np.int64), cols.astype(np.int64), values, shape, np.asarray(row_labels),
+                     np.asarray(col_labels))
+
+
+
+# ---------------------------------------------------------------------------------------------------
 # Validation of user input
 
 
-def _check_counts(values: np.ndarray, arg: str) -> None:
+MAX_EXACT_COUNT = {torch.float64: 2.0 ** 53, torch.float32: 2.0 ** 24}  # above these, integers are not exact
+
+
+def _check_counts(values: np.ndarray, arg: str, dtype: torch.dtype = torch.float64) -> None:
     if values.size and not np.all(np.isfinite(values)):
         bad = np.flatnonzero(~np.isfinite(values))[0]
         raise ValueError(f"{arg}: counts must be finite, found {values[bad]!r} at flat index {bad}")
@@ -253,6 +370,38 @@ def _check_counts(values: np.ndarray, arg: str) -> None:
     if frac.any():
         bad = int(np.flatnonzero(frac)[0])
         raise ValueError(f"{arg}: counts must be integers, found {values[bad]!r} at flat index {bad}")
+    top = MAX_EXACT_COUNT[dtype]
+    if values.size and values.max() > top:
+        bad = int(np.argmax(values))
+        raise ValueError(f"{arg}: count {values[bad]:.6g} at flat index {bad} is above {top:.0f}, the largest integer "
+                         f"{dtype} holds exactly")
+
+
+def _real_array(x: Any, arg: str) -> np.ndarray:
+    """``x`` as a float64 numpy array; complex, object and string input is refused (numpy would drop the imaginary
+    part with only a warning)."""
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{arg}: complex numbers are not data here (got dtype {arr.dtype})")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{arg}: expected numbers, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
+def _positions(df: Any, shape: tuple[int, int], arg: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A long-format DataFrame read by position (``shape`` given): its row and col columns (found by name) are 0-based
+    indices into ``shape``."""
+    names = [str(c) for c in df.columns]
+    table = long_table(df.set_axis(names, axis=1), source=arg)  # finds the columns by name, checks the values
+    idx = []
+    for role, labels, codes, size in (("row", table.row_labels, table.rows, shape[0]),
+                                      ("col", table.col_labels, table.cols, shape[1])):
+        if not np.issubdtype(np.asarray(labels).dtype, np.integer) or (len(labels) and labels.min() < 0):
+            raise ValueError(f"{arg}: {role} column must hold 0-based non-negative integer indices when shape is given")
+        if len(labels) and labels.max() >= size:
+            raise ValueError(f"{arg}: shape {shape} is too small for {role} index {labels.max()}")
+        idx.append(np.asarray(labels)[codes].astype(np.int64))
+    return idx[0], idx[1], table.values
 
 
 def as_count_matrix(x: Any, *, shape: tuple[int, int] | None = None, dtype: torch.dtype = torch.float64,
@@ -260,59 +409,59 @@ def as_count_matrix(x: Any, *, shape: tuple[int, int] | None = None, dtype: torc
     """Coerce user input into a validated :class:`CountMatrix`.
 
     Args:
-        x: a CountMatrix; a dense (N, M) numpy array or torch tensor; a scipy.sparse matrix; or a
-            pandas DataFrame in long format with columns (row, col, value) (the first three columns
-            are used, rows/cols must be 0-based integer indices, duplicates are summed).
-        shape: (N, M), required only for long-format input whose last rows/columns are empty.
+        x: a CountMatrix; a dense (N, M) numpy array or torch tensor; a scipy.sparse matrix; a
+            models.data.LongTable; or a pandas DataFrame in long format whose row, col and value columns are
+            found by name (row/user/u, col/item/i, value/count/n: ALIASES above). Without ``shape`` the
+            row and col entries are labels, mapped to dense indices in sorted order and kept as row_labels and
+            col_labels; with ``shape`` they are 0-based indices. Duplicates are summed.
+        shape: (N, M): the size, for indexed long-format input whose last rows/columns are empty.
         dtype: float dtype of the stored counts (float64 default, float32 opt-in).
         device: torch device.
         name: description for reports.
-        arg: the argument name used in error messages.
+        arg: the argument (or file) name used in error messages.
 
     Raises:
-        TypeError: unsupported input type.
-        ValueError: empty data, NaN/inf, negative or non-integer counts, bad shape or indices.
+        TypeError: unsupported input type, complex or non-numeric values.
+        ValueError: empty data, NaN/inf, negative or non-integer counts, counts the dtype does not hold exactly, a
+            DataFrame without named long-format columns, bad shape or indices.
     """
     check_dtype(dtype)
+    check_device(device)
     if isinstance(x, CountMatrix):
         return x if x.matches(dtype, device) else x.to(device, dtype)
     import pandas as pd
     import scipy.sparse as sp
 
-    if isinstance(x, pd.DataFrame):
-        if x.shape[1] < 3:
-            raise ValueError(f"{arg}: a long-format DataFrame needs columns (row, col, value), got {list(x.columns)}")
-        r = x.iloc[:, 0].to_numpy()
-        c = x.iloc[:, 1].to_numpy()
-        v = x.iloc[:, 2].to_numpy(dtype=np.float64)
-        for a, nm in ((r, "row"), (c, "col")):
-            if not np.issubdtype(a.dtype, np.integer) or (a.size and a.min() < 0):
-                raise ValueError(f"{arg}: {nm} column must hold 0-based non-negative integer indices")
-        N = int(r.max()) + 1 if r.size else 0
-        M = int(c.max()) + 1 if c.size else 0
-        if shape is not None:
-            if shape[0] < N or shape[1] < M:
-                raise ValueError(f"{arg}: shape {shape} is too small for indices up to ({N - 1}, {M - 1})")
-            N, M = shape
-        _check_counts(v, arg)
-        mat = sp.coo_matrix((v, (r, c)), shape=(N, M)).tocsr()
+    labels: dict[str, Any] = {}
+    if isinstance(x, pd.DataFrame) and shape is None:
+        x = long_table(x.set_axis([str(c) for c in x.columns], axis=1), source=arg)
+    if isinstance(x, LongTable):
+        _check_counts(x.values, arg, dtype)
+        mat = sp.coo_matrix((x.values, (x.rows, x.cols)), shape=x.shape).tocsr()
+        mat.sum_duplicates()
+        labels = {"row_labels": x.row_labels, "col_labels": x.col_labels}
+    elif isinstance(x, pd.DataFrame):
+        r, c, v = _positions(x, shape, arg)
+        _check_counts(v, arg, dtype)
+        mat = sp.coo_matrix((v, (r, c)), shape=shape).tocsr()
         mat.sum_duplicates()
     elif sp.issparse(x):
+        if np.iscomplexobj(x.data):
+            raise TypeError(f"{arg}: complex numbers are not data here (got dtype {x.dtype})")
         mat = sp.csr_matrix(x, dtype=np.float64)
         mat.sum_duplicates()
-        _check_counts(mat.data, arg)
+        _check_counts(mat.data, arg, dtype)
     elif isinstance(x, (np.ndarray, torch.Tensor, list)):
-        arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        arr = _real_array(x, arg)
         if arr.ndim != 2:
             raise ValueError(f"{arg}: expected a 2-D (N, M) count matrix, got shape {arr.shape}")
-        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise TypeError(f"{arg}: expected numeric counts, got dtype {arr.dtype}")
-        arr = arr.astype(np.float64)
-        _check_counts(arr.ravel(), arg)
+        _check_counts(arr.ravel(), arg, dtype)
         mat = sp.csr_matrix(arr)
     else:
         raise TypeError(f"{arg}: expected a CountMatrix, numpy/torch array, scipy.sparse matrix or "
                         f"long-format pandas DataFrame, got {type(x).__name__}")
+    mat.sum_duplicates()  # (duplicates summed before the check of the sums)
+    _check_counts(mat.data, arg, dtype)
     mat.eliminate_zeros()
     mat.sort_indices()
     if shape is not None and tuple(mat.shape) != tuple(shape):
@@ -324,58 +473,78 @@ def as_count_matrix(x: Any, *, shape: tuple[int, int] | None = None, dtype: torc
         torch.as_tensor(coo.row, dtype=torch.int64, device=device),
         torch.as_tensor(coo.col, dtype=torch.int64, device=device),
         torch.as_tensor(coo.data, dtype=dtype, device=device),
-        (int(mat.shape[0]), int(mat.shape[1])), name=name)
+        (int(mat.shape[0]), int(mat.shape[1])), name=name, **labels)
 
 
 def as_rating_data(x: Any, *, shape: tuple[int, int] | None = None, dtype: torch.dtype = torch.float64,
-                   device: str = "cpu", name: str = "", rating_range: tuple[float, float] | None = None) -> RatingData:
-    """Ratings from a RatingData, a models.datasets.Ratings (anything with rows, cols, values, shape), or a dense
-    array with NaN for unobserved entries (stored sorted row-major).
+                   device: str = "cpu", name: str = "", rating_range: tuple[float, float] | None = None,
+                   arg: str = "ratings") -> RatingData:
+    """Ratings from a RatingData, a models.data.LongTable or models.datasets.Ratings (anything with rows, cols,
+    values, shape; labels kept when it has row_labels / col_labels), a long-format DataFrame (columns by name, IDs
+    as labels), or a dense array with NaN for unobserved entries (zeros are ratings); stored sorted row-major.
 
-    Raises ValueError on NaN/inf ratings, indices outside the shape, or empty data; ratings outside
-    ``rating_range`` are allowed but warned about."""
+    Raises ValueError on NaN/inf ratings, ratings outside ``rating_range`` (lo, hi), indices outside the shape, or
+    empty data; TypeError on complex or non-numeric input. ``arg`` names the input in the messages."""
     check_dtype(dtype)
+    check_device(device)
     if isinstance(x, RatingData):
         return x if x.matches(dtype, device) else x.to(device, dtype)
+    import pandas as pd
+
+    if isinstance(x, pd.DataFrame):
+        x = long_table(x.set_axis([str(c) for c in x.columns], axis=1), source=arg)
+    labels: dict[str, Any] = {}
     if hasattr(x, "rows") and hasattr(x, "cols") and hasattr(x, "values"):
-        rows, cols, values = (np.asarray(getattr(x, a)) for a in ("rows", "cols", "values"))
+        rows, cols = (np.asarray(getattr(x, a)) for a in ("rows", "cols"))
+        values = _real_array(getattr(x, "values"), arg)
         shape = tuple(shape or getattr(x, "shape"))
+        labels = {k: getattr(x, k) for k in ("row_labels", "col_labels") if getattr(x, k, None) is not None}
     else:
-        arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+        arr = _real_array(x, arg)
         if arr.ndim != 2:
-            raise ValueError(f"ratings: expected a 2-D matrix (NaN = unobserved), got shape {arr.shape}")
+            raise ValueError(f"{arg}: expected a 2-D matrix (NaN = unobserved), got shape {arr.shape}")
         rows, cols = np.nonzero(~np.isnan(arr))
         values, shape = arr[rows, cols], arr.shape
     if len(values) == 0:
-        raise ValueError("ratings: no observed entries")
+        raise ValueError(f"{arg}: no observed ratings")
     if not np.all(np.isfinite(values)):
-        raise ValueError("ratings: values must be finite")
+        bad = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise ValueError(f"{arg}: ratings must be finite, found {values[bad]!r} in entry {bad}")
     if rows.min() < 0 or cols.min() < 0 or rows.max() >= shape[0] or cols.max() >= shape[1]:
-        raise ValueError(f"ratings: indices outside the shape {shape}")
-    if rating_range is not None and ((values < rating_range[0]) | (values > rating_range[1])).any():
-        warnings.warn(f"ratings outside the declared range {rating_range}", stacklevel=2)
+        raise ValueError(f"{arg}: indices outside the shape {shape}")
+    if rating_range is not None:
+        lo, hi = rating_range
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise ValueError(f"rating_range must be finite (lo, hi) with lo < hi, got {rating_range!r}")
+        out = (values < lo) | (values > hi)
+        if out.any():
+            bad = int(np.flatnonzero(out)[0])
+            raise ValueError(f"{arg}: rating {values[bad]:g} (row {rows[bad]}, col {cols[bad]}) is outside the "
+                             f"declared range {lo:g}..{hi:g}; {int(out.sum())} of {len(values)} ratings are outside")
     order = np.lexsort((cols, rows))  # row-major, for the CSR products
     return RatingData(torch.as_tensor(rows[order], dtype=torch.int64, device=device),
                       torch.as_tensor(cols[order], dtype=torch.int64, device=device),
-                      torch.as_tensor(values[order], dtype=dtype, device=device), (int(shape[0]), int(shape[1])), name)
+                      torch.as_tensor(values[order], dtype=dtype, device=device), (int(shape[0]), int(shape[1])), name,
+                      **labels)
 
 
 def as_mixture_data(X: Any, *, zero_is_missing: bool = False, dtype: torch.dtype = torch.float64,
-                    device: str = "cpu", name: str = "") -> MixtureData:
+                    device: str = "cpu", name: str = "", arg: str = "X") -> MixtureData:
     """Validate (n, d) points; NaN marks a missing entry (and 0 too with ``zero_is_missing``, as in the
     course's Netflix files). Raises ValueError for a wrong shape, inf, empty data or a row with nothing observed."""
     check_dtype(dtype)
+    check_device(device)
     if isinstance(X, MixtureData):
         return X if X.matches(dtype, device) else X.to(device, dtype)
-    arr = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X, dtype=np.float64)
+    arr = _real_array(X, arg)
     if arr.ndim != 2 or 0 in arr.shape:
-        raise ValueError(f"X must be a non-empty (n, d) matrix, got shape {arr.shape}")
+        raise ValueError(f"{arg} must be a non-empty (n, d) matrix, got shape {arr.shape}")
     if np.isinf(arr).any():
-        raise ValueError("X must not contain inf")
+        raise ValueError(f"{arg} must not contain inf")
     mask = ~np.isnan(arr)
     if zero_is_missing:
         mask &= arr != 0
     if not mask.any(1).all():
-        raise ValueError(f"row {int(np.flatnonzero(~mask.any(1))[0])} of X has no observed entry")
+        raise ValueError(f"row {int(np.flatnonzero(~mask.any(1))[0])} of {arg} has no observed entry")
     return MixtureData(torch.as_tensor(np.where(mask, arr, 0.0), dtype=dtype, device=device),
                        torch.as_tensor(mask, device=device), name)

@@ -24,7 +24,7 @@ import torch
 from models._io import write_bytes
 from models.data import CountMatrix, as_count_matrix
 
-__all__ = ["DataFileError", "data_path", "load_lastfm", "load_netflix", "load_movielens_100k",
+__all__ = ["DataFileError", "ChecksumMismatch", "data_path", "load_lastfm", "load_netflix", "load_movielens_100k",
            "Ratings", "NetflixData", "MovieLens100K", "DATASETS"]
 
 LASTFM_URL = "https://raw.githubusercontent.com/slinderman/stats305c/main/assignments/hw5/subsampled_last_fm.csv"
@@ -64,6 +64,10 @@ class DataFileError(RuntimeError):
     """A data file is missing and cannot be downloaded, or its checksum does not match."""
 
 
+class ChecksumMismatch(DataFileError):
+    """A data file is there but its SHA-256 is not the published one (damaged, truncated or another version)."""
+
+
 def _cache_dir() -> Path:
     return Path(os.environ.get("INFERLAB_CACHE", Path.home() / ".cache" / "inferlab"))
 
@@ -84,7 +88,7 @@ def _verify(path: Path, key: str) -> Path:
     if stamp not in _VERIFIED:
         digest = _sha256(path)
         if digest != SHA256[key]:
-            raise DataFileError(f"{path}: sha256 {digest} does not match the published {SHA256[key]} "
+            raise ChecksumMismatch(f"{path}: sha256 {digest} does not match the published {SHA256[key]} "
                                 f"for {key}; delete the file to download it again")
         _VERIFIED.add(stamp)
     return path
@@ -125,6 +129,8 @@ def data_path(key: str) -> Path:
                 name = member.split("/", 1)[-1]
                 if f"{dataset}/{name}" in SHA256:
                     write_bytes(_cache_dir() / dataset / name, archive.read(member))
+    except ChecksumMismatch:
+        raise
     except DataFileError as exc:
         where = f"$INFERLAB_DATA/{key} (INFERLAB_DATA={override!r})" if override else f"{cached}"
         raise DataFileError(f"{key} is not available locally and could not be downloaded ({exc}). "

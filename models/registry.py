@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["Option", "DataSet", "Calibration", "ModelSpec", "register", "unregister", "get", "names", "specs",
+__all__ = ["FILE_OPTIONS", "Option", "DataSet", "Calibration", "ModelSpec", "register", "unregister", "get", "names", "specs",
            "model_class", "UnknownModel", "load_plugin"]
 
 _BUILTIN_SPECS = ("models.poisson_mf.spec", "models.gaussian_mf.spec", "models.mixture.spec", "models.grid.spec")
@@ -29,8 +29,8 @@ _BUILTIN_SPECS = ("models.poisson_mf.spec", "models.gaussian_mf.spec", "models.m
 class Option:
     """A model option beyond K and the numeric hyperparameters, exposed on the command line as ``flag``.
 
-    target: "model" (a constructor keyword), "data" (a keyword of the data set loaders) or "report" (read by the
-    spec's fit report). ``convert`` turns the parsed value into what the target takes (e.g. a list into a tuple)."""
+    target: "model" (a constructor keyword), "data" (a keyword of the data set loaders), "file" (a keyword of
+    ``read_file``) or "report" (read by the spec's fit report). ``convert`` turns the parsed value into what the target takes (e.g. a list into a tuple)."""
 
     flag: str
     dest: str
@@ -42,6 +42,23 @@ class Option:
     choices: tuple | None = None
     metavar: Any = None
     convert: Callable | None = None
+    const: Any = None  # a flag without a value: given, the option takes this value
+
+
+def _columns(text: str) -> tuple[str, str, str]:
+    parts = tuple(p.strip() for p in text.split(","))
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f"--columns expects ROW,COL,VALUE (three column names), got {text!r}")
+    return parts
+
+
+# The options of the long-format matrix readers (models.readers), shared by the matrix-factorisation specs.
+FILE_OPTIONS = (
+    Option("--columns", "columns", "long-format .csv files: the row, col and value column names, e.g. "
+           "user,item,rating (default: found by name)", target="file", metavar="ROW,COL,VALUE", convert=_columns),
+    Option("--no-header", "header", "long-format .csv files: the file has no header line (its first three columns "
+           "are row, col, value)", target="file", const=False),
+)
 
 
 @dataclass(frozen=True)
@@ -81,7 +98,8 @@ class ModelSpec:
         synthetic: synthetic(rows, cols, true_K, generator) -> data, a small problem for demos and tests.
         synthetic_size: default (rows, cols); ``synthetic_help`` says what they mean for this model.
         datasets: named real data sets.
-        read_file: read_file(path) -> data, for user files (None: files are not accepted).
+        read_file: read_file(path, **file_options) -> data, for user files (None: files are not accepted); the
+            options with target "file" are its keywords.
         file_help: the accepted file formats.
         default_K: K when the user gives none (a data set may override it); None for a model without K.
         options: extra command-line options (see Option).

@@ -118,11 +118,15 @@ def test_inputs_agree(make):
     (np.zeros((3, 3)), "empty"),
     (np.zeros((0, 3)), "empty"),
     ("counts.csv", "expected a CountMatrix"),
-    (pd.DataFrame({"row": [0, -1], "col": [0, 1], "value": [1, 1]}), "non-negative integer indices"),
 ])
 def test_bad_input_names_the_problem(bad, match):
     with pytest.raises((ValueError, TypeError), match=match):
         as_count_matrix(bad)
+
+
+def test_indexed_long_format_needs_non_negative_indices():
+    with pytest.raises(ValueError, match="non-negative integer indices"):
+        as_count_matrix(pd.DataFrame({"row": [0, -1], "col": [0, 1], "value": [1, 1]}), shape=(2, 2))
 
 
 def test_shape_mismatch():

@@ -143,11 +143,11 @@ def test_bad_input(bad, match):
         GaussianMF(K=2, prior="lognormal")
 
 
-def test_ratings_outside_the_declared_range_are_warned_about_not_refused():
+def test_ratings_outside_the_declared_range_are_refused():
     A = np.array([[1.0, 6.0], [np.nan, 3.0]])
-    with pytest.warns(UserWarning, match="outside the declared range"):
-        d = as_rating_data(A, rating_range=(1, 5))
-    assert len(d) == 3
+    with pytest.raises(ValueError, match=r"rating 6 \(row 0, col 1\) is outside the declared range 1..5"):
+        as_rating_data(A, rating_range=(1, 5))
+    assert len(as_rating_data(A, rating_range=(1, 6))) == 3
     with pytest.raises(ValueError, match="indices outside"):
         as_rating_data(as_rating_data(A), shape=(1, 2)) if False else as_rating_data(
             type("R", (), {"rows": [0, 2], "cols": [0, 1], "values": [1.0, 2.0], "shape": (2, 2)})())

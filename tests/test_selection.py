@@ -44,7 +44,7 @@ def test_course_grid_is_the_same_on_every_executor_and_reproduces_the_course(tmp
     best = best_per_K(serial, "objective")
     assert {int(k): round(v, 4) for k, v in zip(best["K"], best["objective"])} == TOY_EM_LL
     assert int(best.loc[best["bic"].idxmax(), "K"]) == 3 and round(best["bic"].max(), 4) == -1169.2589
-    assert len(list((tmp_path / "runs").glob("*.json"))) == 20
+    assert len(list((tmp_path / "runs").glob("K*.json"))) == 20
 
 
 def test_grid_resumes_from_finished_runs(tmp_path):
@@ -82,9 +82,9 @@ def test_select_command_prints_the_choice_and_writes_files(tmp_path, capsys):
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "is highest at K=" in out.out and (tmp_path / "elbo_vs_K.png").is_file()
-    assert len(list((tmp_path / "runs").glob("*.json"))) == 6
+    assert len(list((tmp_path / "runs").glob("K*.json"))) == 6
     code = main(["select", "bayes-gmm", "--K", "0", "--scheduler", "serial", "--no-progress"])
-    assert code == 2 and "K must be an integer >= 1" in capsys.readouterr().err
+    assert code == 2 and "--K: must be an integer >= 1, got 0" in capsys.readouterr().err
     code = main(["select", "bayes-gmm", "--K", "2", "--scheduler", "nowhere", "--no-progress"])
     assert code == 2 and "--scheduler" in capsys.readouterr().err
 

@@ -31,7 +31,9 @@ class RatingModel(NamedTuple):
     trace: np.ndarray
 
     def predict(self, rows, cols, clip: tuple[float, float] | None = None) -> np.ndarray:
-        rows, cols = np.asarray(rows), np.asarray(cols)
+        from models.data import check_index
+
+        rows, cols = check_index(rows, len(self.P), "rows"), check_index(cols, len(self.Q), "cols")
         out = self.mu + self.b[rows] + self.c[cols] + np.einsum("nk,nk->n", self.P[rows], self.Q[cols])
         return np.clip(out, *clip) if clip is not None else out
 

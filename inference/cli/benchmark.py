@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inference.cli.common import UsageError, executor
+from inference.cli.common import UsageError, add_overwrite_option, executor, nonneg_int, positive_int
 
 __all__ = ["add_parsers"]
 
@@ -25,14 +25,14 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
 
     def show(row: dict) -> None:
-        extra = f", test LPD {row['test_lpd']:.4f}" if row["test_lpd"] == row["test_lpd"] else ""
+        extra = f", test LPD {row['test_lpd']:.4f}" if row["test_lpd"] is not None else ""
         print(f"  {row['method']:>10s} K={row['K']:<3d} {row['split']:>7s}: RMSE {row['test_rmse']:.4f}{extra}, "
               f"{row['fit_s']:.1f} s", flush=True)
 
     pool = executor(args, default="serial")
     try:
         rows = benchmark(args.data, methods, args.Ks, settings, out=args.out, progress=not args.no_progress,
-                         on_row=show, executor=pool)
+                         on_row=show, executor=pool, overwrite=args.overwrite)
     finally:
         pool.close()
     print(summary_table(rows))
@@ -80,28 +80,30 @@ def add_parsers(sub) -> None:
     b = models.add_parser("gaussian-mf", help="every recommender method on the official splits")
     b.add_argument("--data", default="movielens-100k", choices=["movielens-100k", "netflix"],
                    help="movielens-100k (folds u1..u5) or netflix (MITx 1200 x 1200: the entries complete fills in)")
-    b.add_argument("--K", dest="Ks", type=int, nargs="+", default=[10], help="factor counts, e.g. --K 5 10 20 30")
+    b.add_argument("--K", dest="Ks", type=positive_int, nargs="+", default=[10],
+                   help="factor counts, e.g. --K 5 10 20 30")
     b.add_argument("--methods", default="gibbs,cavi,cavi-fixed,svi,als,funk,svd",
                    help="comma-separated subset of gibbs, cavi, cavi-fixed, svi, als, funk, svd")
-    b.add_argument("--samples", type=int, default=400, help="Gibbs: kept sweeps (after --warmup)")
-    b.add_argument("--warmup", type=int, default=50, help="Gibbs: discarded sweeps")
-    b.add_argument("--iters", type=int, default=200, help="CAVI: most sweeps")
-    b.add_argument("--epochs", type=int, default=20, help="SVI epochs (and biased SGD epochs)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--samples", type=positive_int, default=400, help="Gibbs: kept sweeps (after --warmup)")
+    b.add_argument("--warmup", type=nonneg_int, default=50, help="Gibbs: discarded sweeps")
+    b.add_argument("--iters", type=positive_int, default=200, help="CAVI: most sweeps")
+    b.add_argument("--epochs", type=positive_int, default=20, help="SVI epochs (and biased SGD epochs)")
+    b.add_argument("--seed", type=nonneg_int, default=0)
     b.add_argument("--out", default=None, help="folder for benchmark.csv, benchmark.md and fits/ (resumable)")
     b.add_argument("--scheduler", default=None, help="run the fits on 'local' processes or a Dask scheduler "
                                                      "tcp://HOST:PORT (default: one after another, for clean timings)")
-    b.add_argument("--workers", type=int, default=None, help="local processes with --scheduler local")
+    b.add_argument("--workers", type=positive_int, default=None, help="local processes with --scheduler local")
+    add_overwrite_option(b)
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_benchmark)
     g = models.add_parser("grid-mrf", help="ms per sweep / iteration of each closed-form method on spiral images")
-    g.add_argument("--size", type=int, nargs="+", default=[256], help="image sides, e.g. --size 256 512 1024")
-    g.add_argument("-K", "--K", dest="K", type=int, default=5, help="labels (spiral arms; default 5)")
+    g.add_argument("--size", type=positive_int, nargs="+", default=[256], help="image sides, e.g. --size 256 512 1024")
+    g.add_argument("-K", "--K", dest="K", type=positive_int, default=5, help="labels (spiral arms; default 5)")
     g.add_argument("--noise", type=float, default=0.2, help="fraction of pixels replaced by a random label")
     g.add_argument("--methods", default="cavi,bp,gibbs,em,exact",
                    help="comma-separated subset of cavi (checkerboard mean field), bp (flooding loopy BP), gibbs "
                         "(checkerboard, one chain), em (ICM), exact (on the course's 3 x 3 example)")
-    g.add_argument("--repeats", type=int, default=20, help="timed steps per method (the median is reported)")
-    g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--repeats", type=positive_int, default=20, help="timed steps per method (the median is reported)")
+    g.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
+    g.add_argument("--seed", type=nonneg_int, default=0)
     g.set_defaults(func=cmd_grid)

@@ -7,7 +7,8 @@ import argparse
 import time
 from pathlib import Path
 
-from inference.cli.common import UsageError, add_model_options, executor, make_model, spec_of
+from inference.cli.common import (UsageError, add_model_options, add_overwrite_option, executor, make_model, nonneg_int,
+                                  positive_int, spec_of)
 
 __all__ = ["add_parsers"]
 
@@ -42,7 +43,8 @@ def cmd_sbc(args: argparse.Namespace) -> int:
         res = sbc(model, args.method, num_replications=args.replications, size=_size(spec, args), num_draws=args.draws,
                   warmup=args.warmup or spec.calibration.warmup, thin=args.thin or spec.calibration.thin,
                   bins=args.bins, seed=args.seed, executor=pool,
-                  out=Path(args.out) / "replications" if args.out else None, progress=not args.no_progress)
+                  out=Path(args.out) / "replications" if args.out else None, progress=not args.no_progress,
+                  overwrite=args.overwrite)
     finally:
         pool.close()
     wall = time.perf_counter() - start
@@ -56,7 +58,7 @@ def cmd_sbc(args: argparse.Namespace) -> int:
         path = Path(args.out) / f"sbc_{args.model}_{args.method}.png"
         res.plot(path)
         print(f"wrote {path}")
-    return 0
+    return 1 if res.min_pvalue_bonferroni < 0.01 else 0
 
 
 def cmd_geweke(args: argparse.Namespace) -> int:
@@ -71,17 +73,17 @@ def cmd_geweke(args: argparse.Namespace) -> int:
         print(res.table.to_string(index=False))
     print(f"max |z| = {res.max_abs_z:.2f}" + ("   <- the Gibbs sweep does not leave the posterior invariant"
                                               if res.max_abs_z > 4 else ""))
-    return 0
+    return 1 if res.max_abs_z > 4 else 0
 
 
 def _common(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("model", help="model name (see `inferlab models`)")
-    sp.add_argument("-K", type=int, default=None, help="factors or components (default 2)")
+    sp.add_argument("-K", type=positive_int, default=None, help="factors or components (default 2)")
     sp.add_argument("--hyper", nargs="*", default=[], metavar="NAME=VALUE")
     sp.add_argument("--size", nargs="+", default=None,
                     help="problem size drawn from the prior (the model's simulate argument, e.g. N M for poisson-mf, "
                          "n d for mixtures, N M fraction for gaussian-mf); small by default")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=nonneg_int, default=0)
     sp.add_argument("--no-progress", action="store_true")
     add_model_options(sp, targets=("model",))
 
@@ -90,19 +92,21 @@ def add_parsers(sub) -> None:
     sb = sub.add_parser("sbc", help="simulation-based calibration of a sampler (rank histograms, uniformity tests)")
     _common(sb)
     sb.add_argument("--method", choices=["gibbs", "nuts"], default="gibbs")
-    sb.add_argument("--replications", type=int, default=200)
-    sb.add_argument("--draws", type=int, default=99, help="posterior draws per replication (bins must divide draws+1)")
-    sb.add_argument("--bins", type=int, default=10)
-    sb.add_argument("--warmup", type=int, default=None)
-    sb.add_argument("--thin", type=int, default=None)
+    sb.add_argument("--replications", type=positive_int, default=200)
+    sb.add_argument("--draws", type=positive_int, default=99,
+                    help="posterior draws per replication (bins must divide draws+1)")
+    sb.add_argument("--bins", type=positive_int, default=10)
+    sb.add_argument("--warmup", type=nonneg_int, default=None)
+    sb.add_argument("--thin", type=positive_int, default=None)
     sb.add_argument("--scheduler", default=None,
                     help="'local' processes (default), 'serial', or a Dask scheduler address tcp://HOST:PORT")
-    sb.add_argument("--workers", type=int, default=None, help="local processes (default: one per core)")
+    sb.add_argument("--workers", type=positive_int, default=None, help="local processes (default: one per core)")
+    add_overwrite_option(sb)
     sb.add_argument("--out", default=None, help="folder: replications/ (resumable) and the rank-histogram plot")
     sb.set_defaults(func=cmd_sbc)
 
     gw = sub.add_parser("geweke", help="Geweke's joint-distribution test of a Gibbs sampler")
     _common(gw)
-    gw.add_argument("--marginal", type=int, default=3000, help="marginal-conditional draws")
-    gw.add_argument("--successive", type=int, default=6000, help="successive-conditional sweeps")
+    gw.add_argument("--marginal", type=positive_int, default=3000, help="marginal-conditional draws")
+    gw.add_argument("--successive", type=positive_int, default=6000, help="successive-conditional sweeps")
     gw.set_defaults(func=cmd_geweke)

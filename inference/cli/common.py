@@ -9,12 +9,59 @@ from typing import Any
 
 from models import registry
 
-__all__ = ["UsageError", "add_model_arguments", "add_model_options", "add_sweep_options", "make_model", "load_data",
-           "method_kwargs", "executor", "spec_of"]
+__all__ = ["UsageError", "positive_int", "nonneg_int", "nonneg_float", "check_output_folder", "add_model_arguments",
+           "add_model_options", "add_sweep_options", "add_overwrite_option", "make_model", "load_data", "method_kwargs",
+           "executor", "spec_of"]
 
 
 class UsageError(ValueError):
     """Bad command-line input: printed as one line, exit status 2."""
+
+
+def _int_at_least(minimum: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+    parse.__name__ = parse.__doc__ = f"argparse type: an integer >= {minimum} ({what})"
+    return parse
+
+
+positive_int = _int_at_least(1, "sizes, counts of iterations, draws, chains, components")
+nonneg_int = _int_at_least(0, "seeds, warm-up sweeps")
+
+
+def nonneg_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (tolerances)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def check_output_folder(path: str, flag: str = "--out") -> Path:
+    """Before any work: ``path`` is a folder that exists or can be made, and a file can be written in it."""
+    import tempfile
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{flag} {path}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".inferlab-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+    return folder
 
 
 def spec_of(name: str) -> registry.ModelSpec:
@@ -24,7 +71,8 @@ def spec_of(name: str) -> registry.ModelSpec:
         raise UsageError(str(exc)) from None
 
 
-def add_model_options(sp: argparse.ArgumentParser, targets: tuple[str, ...] = ("model", "data", "report", "cavi")) -> None:
+def add_model_options(sp: argparse.ArgumentParser,
+                      targets: tuple[str, ...] = ("model", "data", "file", "report", "cavi")) -> None:
     """The options every registered model declares (ModelSpec.options), each added once; a model refuses the ones
     that are not its own (see ``make_model``)."""
     seen: dict[str, registry.Option] = {}
@@ -35,6 +83,8 @@ def add_model_options(sp: argparse.ArgumentParser, targets: tuple[str, ...] = ("
     for opt in seen.values():
         owners = [s.name for s in registry.specs() if any(o.flag == opt.flag for o in s.options)]
         kw = dict(dest=opt.dest, type=opt.type, default=None, help=f"{', '.join(owners)}: {opt.help}")
+        if opt.const is not None:
+            kw = dict(dest=opt.dest, action="store_const", const=opt.const, default=None, help=kw["help"])
         if opt.nargs is not None:
             kw["nargs"] = opt.nargs
         if opt.choices is not None:
@@ -51,17 +101,19 @@ def add_model_arguments(sp: argparse.ArgumentParser, *, synthetic: bool = True) 
     sp.add_argument("model", help=f"model name ({', '.join(registry.names())})")
     sp.add_argument("--data", default="synthetic",
                     help="'synthetic', a data set name of the model, or a file; `inferlab models` lists them")
-    sp.add_argument("-K", type=int, default=None, help="factors or components (default: the model's or data set's)")
+    sp.add_argument("-K", type=positive_int, default=None,
+                    help="factors or components (default: the model's or data set's)")
     sp.add_argument("--hyper", nargs="*", default=[], metavar="NAME=VALUE",
                     help="numeric hyperparameters, e.g. a_theta=1 b_theta=0.5")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=nonneg_int, default=0)
     sp.add_argument("--out", default=None, help="output folder")
     if synthetic:
-        sp.add_argument("--rows", type=int, default=None, help="synthetic data: rows (points for mixtures)")
-        sp.add_argument("--cols", type=int, default=None, help="synthetic data: columns (dimensions for mixtures)")
-        sp.add_argument("--true-K", type=int, default=3, help="synthetic data: factors of the generating model")
-    sp.add_argument("--iters", type=int, default=None, help="iterations (CAVI sweeps, SVI steps, EM sweeps)")
-    sp.add_argument("--samples", type=int, default=None, help="kept draws per chain (Gibbs, NUTS)")
+        sp.add_argument("--rows", type=positive_int, default=None, help="synthetic data: rows (points for mixtures)")
+        sp.add_argument("--cols", type=positive_int, default=None,
+                        help="synthetic data: columns (dimensions for mixtures)")
+        sp.add_argument("--true-K", type=positive_int, default=3, help="synthetic data: factors of the generating model")
+    sp.add_argument("--iters", type=positive_int, default=None, help="iterations (CAVI sweeps, SVI steps, EM sweeps)")
+    sp.add_argument("--samples", type=positive_int, default=None, help="kept draws per chain (Gibbs, NUTS)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_options(sp)
 
@@ -69,12 +121,18 @@ def add_model_arguments(sp: argparse.ArgumentParser, *, synthetic: bool = True) 
 def add_sweep_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--scheduler", default=None, help="where the runs go: 'local' processes (default), 'serial', or "
                                                       "a Dask scheduler tcp://HOST:PORT")
-    sp.add_argument("--workers", type=int, default=None, help="local processes (default: one per core)")
+    sp.add_argument("--workers", type=positive_int, default=None, help="local processes (default: one per core)")
+    add_overwrite_option(sp)
     if not any(a.dest == "out" for a in sp._actions):
         sp.add_argument("--out", default=None, help="folder: runs/ (one JSON per finished run: a rerun skips them), "
                                                     "runs.csv and the criterion-vs-K plot")
     if not any(a.dest == "no_progress" for a in sp._actions):
         sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_overwrite_option(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--overwrite", action="store_true",
+                    help="--out holds another run: discard it and start again (without this, such a folder is refused)")
 
 
 def _check_own_options(spec: registry.ModelSpec, args: argparse.Namespace) -> dict[str, Any]:
@@ -127,6 +185,10 @@ def load_data(spec: registry.ModelSpec, args: argparse.Namespace) -> Any:
 
     name = args.data
     names = ", ".join(["synthetic"] + [d.name for d in spec.datasets])
+    is_file = name != "synthetic" and not any(d.name == name for d in spec.datasets)
+    given = [o.flag for o in spec.options if o.target == "file" and getattr(args, o.dest, None) is not None]
+    if given and not is_file:
+        raise UsageError(f"{', '.join(given)}: options for reading a file, but --data is {name!r}")
     if name == "synthetic":
         rows = args.rows if args.rows is not None else spec.synthetic_size[0]
         cols = args.cols if args.cols is not None else spec.synthetic_size[1]
@@ -147,11 +209,10 @@ def load_data(spec: registry.ModelSpec, args: argparse.Namespace) -> Any:
     if not path.exists() or spec.read_file is None:
         raise UsageError(f"--data {name!r}: not a data set name for {spec.name} ({names}) nor a file"
                          + ("" if spec.read_file is not None else f" ({spec.name} reads no files)"))
-    import pandas as pd
-
+    values = _check_own_options(spec, args)
     try:
-        return spec.read_file(path)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        return spec.read_file(path, **spec.option_values(values, "file"))
+    except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--data {name!r}: cannot read the file ({exc})") from None
 
 
@@ -169,14 +230,20 @@ def cavi_options(spec: registry.ModelSpec, args: argparse.Namespace) -> dict[str
 def method_kwargs(spec: registry.ModelSpec, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from models.data import check_device
+
+    try:
+        device = str(check_device(getattr(args, "device", "cpu")))
+    except ValueError as exc:
+        raise UsageError(f"--{exc}") from None
     kw: dict[str, Any] = {"seed": args.seed, "progress": not args.no_progress,
                           "dtype": torch.float32 if getattr(args, "float32", False) else torch.float64,
-                          "device": getattr(args, "device", "cpu")}
+                          "device": device}
     m = args.method
     if m in ("cavi", "svi", "em", "bp"):
         kw["num_iters"] = args.iters
     if m in ("gibbs", "nuts"):
-        kw["num_samples"] = args.samples or args.iters
+        kw["num_samples"] = args.samples if args.samples is not None else args.iters
         kw["num_chains"] = args.chains
     if m == "exact" and args.samples:
         kw["num_samples"] = args.samples

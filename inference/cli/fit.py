@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from inference.cli.common import (UsageError, add_model_arguments, default_K, load_data, make_model, method_kwargs,
-                                  spec_of)
+from inference.cli.common import (UsageError, add_model_arguments, add_overwrite_option, default_K, load_data,
+                                  make_model, method_kwargs, positive_int, spec_of)
 
 __all__ = ["add_parsers"]
 
@@ -62,7 +62,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         settings.setdefault("gibbs", {}).update(num_samples=args.samples, warmup=args.samples // 2)
         settings.setdefault("nuts", {}).update(num_samples=args.samples, warmup=args.samples)
     comp = compare(model, data, methods=methods, seed=args.seed, settings=settings, out=args.out,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, overwrite=args.overwrite)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 5):
         print(comp.table.to_string(index=False))
     print(f"reference method for agreement: {comp.reference}")
@@ -115,7 +115,7 @@ def add_parsers(sub) -> None:
     add_model_arguments(f)
     f.add_argument("--method", required=True, help="exact, cavi, gibbs, svi, nuts, bp (loopy belief propagation) or "
                                                    "em (the posterior mode)")
-    f.add_argument("--chains", type=int, default=2, help="chains (Gibbs, NUTS)")
+    f.add_argument("--chains", type=positive_int, default=2, help="chains (Gibbs, NUTS)")
     f.add_argument("--float32", action="store_true", help="float32 instead of float64 (closed-form methods)")
     f.add_argument("--device", default="cpu", help="torch device for closed-form methods (cpu, cuda)")
     f.set_defaults(func=cmd_fit)
@@ -124,6 +124,7 @@ def add_parsers(sub) -> None:
     add_model_arguments(c)
     c.add_argument("--methods", default=None, help="comma-separated from cavi, gibbs, svi, nuts, em (default: the "
                                                    "model's; NUTS only on synthetic data)")
+    add_overwrite_option(c)
     c.set_defaults(func=cmd_compare)
 
     k = sub.add_parser("check", help="run the derivation checks (check_model) on a model; exit 1 if one fails")
@@ -131,7 +132,7 @@ def add_parsers(sub) -> None:
     k.set_defaults(data="prior")
     k.add_argument("--checks", default=None, help="comma-separated subset of conditional, cavi-sweep, cavi-block, "
                                                   "elbo-mc, guide, em-stationary, geweke (default: all)")
-    k.add_argument("--mc-samples", type=int, default=1000, help="draws of the Monte Carlo ELBO")
+    k.add_argument("--mc-samples", type=positive_int, default=1000, help="draws of the Monte Carlo ELBO")
     k.set_defaults(func=cmd_check)
 
     m = sub.add_parser("models", help="list the registered models, their capabilities, data sets and options")

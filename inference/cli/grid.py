@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from inference.cli.common import nonneg_int, positive_int
+
 __all__ = ["add_parsers"]
 
 
@@ -45,7 +47,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     g = sub.add_parser("grid", help="grid MRF: the course's 3 x 3 example by exact, mean-field and loopy BP")
     g.add_argument("example", choices=["small"], help="small: the course's 3 x 3 example")
-    g.add_argument("--label", type=int, default=1, help="the label whose probabilities are printed (default 1)")
+    g.add_argument("--label", type=nonneg_int, default=1, help="the label whose probabilities are printed (default 1)")
     g.add_argument("--schedule", default="flooding", choices=["flooding", "sequential"], help="loopy BP schedule")
-    g.add_argument("--iters", type=int, default=1000, help="most sweeps / iterations (run to convergence)")
+    g.add_argument("--iters", type=positive_int, default=1000, help="most sweeps / iterations (run to convergence)")
     g.set_defaults(func=cmd_grid)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from inference.cli.common import (UsageError, add_model_arguments, add_sweep_options, executor, load_data, make_model,
-                                  spec_of)
+                                  nonneg_float, nonneg_int, positive_int, spec_of)
 
 __all__ = ["add_parsers"]
 
@@ -19,13 +19,15 @@ def _course_matrix(name: str):
 
     if name in COURSE_DATA:
         return load_course_matrix(name)
+    from models.readers import read_dense_file
+
     path = Path(name)
     if not path.is_file():
         raise UsageError(f"{name!r}: not a data set name ({', '.join(COURSE_DATA)}) nor a file")
-    try:
-        return np.loadtxt(path), None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{name!r}: cannot read the matrix ({exc})") from None
+    X = read_dense_file(path)
+    if np.isnan(X).any():
+        raise UsageError(f"{name}: NaN entries; the course's files mark a missing entry with 0")
+    return X, None
 
 
 def _print_fill(args, X, gold, K: int, seed: int, run) -> None:
@@ -71,8 +73,8 @@ def cmd_em(args: argparse.Namespace) -> int:
     print(f"{args.method} on {args.data} ({X.shape[0]} x {X.shape[1]}"
           f"{', 0 = missing' if missing else ''}); seeds {args.seeds}; {pool.name}")
     try:
-        runs = course_grid(X, args.K, args.seeds, method=method, out=args.out, executor=pool,
-                           progress=not args.no_progress)
+        runs = course_grid(X, args.K, args.seeds, method=method, out=Path(args.out) if args.out else None,
+                           executor=pool, progress=not args.no_progress, overwrite=args.overwrite)
     finally:
         pool.close()
     print(f"{'K':>3} {'seed':>4} {objective:>18} {'iters':>6} {'seconds':>8}")
@@ -116,7 +118,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     print(f"CAVI on {args.model} ({data!r}): K {args.Ks} x seeds {args.seeds}; {pool.name}")
     try:
         runs = elbo_grid(model, data, args.Ks, args.seeds, num_iters=args.iters or 500, tol=args.tol, out=args.out,
-                         executor=pool, progress=not args.no_progress)
+                         executor=pool, progress=not args.no_progress, overwrite=args.overwrite)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     finally:
@@ -137,8 +139,8 @@ def cmd_select(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     e = sub.add_parser("em", help="the course's K-means / EM (spherical GMM) over K and seeds")
     e.add_argument("data", help="netflix, test, toy, or a whitespace-separated matrix file (0 = missing)")
-    e.add_argument("--K", type=int, nargs="+", required=True, help="numbers of components, e.g. --K 1 12")
-    e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    e.add_argument("--K", type=positive_int, nargs="+", required=True, help="numbers of components, e.g. --K 1 12")
+    e.add_argument("--seeds", type=nonneg_int, nargs="+", default=[0, 1, 2, 3, 4])
     e.add_argument("--method", choices=["em", "kmeans"], default="em")
     e.add_argument("--plot", default=None, metavar="DIR", help="write the course's mixture plot per K (2-D data)")
     add_sweep_options(e)
@@ -146,8 +148,9 @@ def add_parsers(sub) -> None:
 
     se = sub.add_parser("select", help="choose K by the CAVI ELBO over a K x seeds grid (any model with CAVI)")
     add_model_arguments(se)
-    se.add_argument("--K", dest="Ks", type=int, nargs="+", required=True, help="values of K, e.g. --K 1 2 3 4 5")
-    se.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    se.add_argument("--tol", type=float, default=1e-8, help="CAVI relative ELBO tolerance")
+    se.add_argument("--K", dest="Ks", type=positive_int, nargs="+", required=True,
+                    help="values of K, e.g. --K 1 2 3 4 5")
+    se.add_argument("--seeds", type=nonneg_int, nargs="+", default=[0, 1, 2, 3, 4])
+    se.add_argument("--tol", type=nonneg_float, default=1e-8, help="CAVI relative ELBO tolerance")
     add_sweep_options(se)
     se.set_defaults(func=cmd_select)

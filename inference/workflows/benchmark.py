@@ -99,7 +99,7 @@ def run_method(method: str, K: int, train: RatingData, test: RatingData, s: Sett
     from inference.svi import fit_svi
     from models.gaussian_mf import GaussianMF, heldout_scores, predict
 
-    row: dict[str, float] = {"test_lpd": math.nan}
+    row: dict[str, float | None] = {"test_lpd": None}  # (None: not applicable; NaN would be a failed fit)
     t0 = time.perf_counter()
     if method in ("gibbs", "cavi", "cavi-fixed", "svi"):
         prior = "bpmf" if method in ("gibbs", "cavi") else "fixed"
@@ -151,7 +151,8 @@ def benchmark_task(data: str, method: str, K: int, split: str, train: RatingData
 
 
 def benchmark(data: str, methods: list[str], Ks: list[int], s: Settings, *, out: str | Path | None = None,
-              progress: bool = True, on_row: Callable[[dict], None] | None = None, executor: Any = None) -> list[dict]:
+              progress: bool = True, on_row: Callable[[dict], None] | None = None, executor: Any = None,
+              overwrite: bool = False) -> list[dict]:
     """Every (method, K, split) through inference.workflows.sweep (``funk`` runs once, at its own K). The default executor
     runs the fits one after another in this process, so that fit times are not distorted by each other; pass
     get_executor("local") or a Dask address for throughput. With ``out``, every finished fit is kept in
@@ -168,7 +169,8 @@ def benchmark(data: str, methods: list[str], Ks: list[int], s: Settings, *, out:
              for m in methods for K in (Ks if m != "funk" else [s.funk_K]) for label, train, test in data_splits}
     results = run_sweep(benchmark_task, tasks, out=Path(out) / "fits" if out is not None else None,
                         executor=executor if executor is not None else get_executor("serial"), progress=progress,
-                        desc=f"benchmark {data}", on_result=(lambda key, row: on_row(row)) if on_row else None)
+                        desc=f"benchmark {data}", on_result=(lambda key, row: on_row(row)) if on_row else None,
+                        overwrite=overwrite)
     rows = list(results.values())
     if out is not None:
         write_results(rows, s, Path(out))
@@ -185,7 +187,7 @@ def summary_table(rows: list[dict]) -> str:
         rs = [r for r in rows if r["method"] == method and r["K"] == K]
 
         def mean(key):
-            v = [r[key] for r in rs if key in r and not math.isnan(r[key])]
+            v = [r[key] for r in rs if r.get(key) is not None and not math.isnan(r[key])]
             return statistics.mean(v) if v else math.nan
 
         def fmt(x, spec):

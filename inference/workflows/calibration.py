@@ -140,7 +140,7 @@ class SBCResult:
 
 def sbc(model: Any, method: str = "gibbs", *, num_replications: int = 200, size: tuple, num_draws: int = 99,
         warmup: int = 200, thin: int = 5, bins: int = 10, seed: int = 0, max_per_key: int = 3, executor: Any = None,
-        out=None, progress: bool = True) -> SBCResult:
+        out=None, progress: bool = True, overwrite: bool = False) -> SBCResult:
     """Simulation-based calibration of ``method`` ("gibbs" or "nuts") on problems of ``size`` drawn from the
     model's prior; replications run through inference.workflows.sweep (resumable with ``out``)."""
     from inference.assemble import check_positive_int
@@ -157,7 +157,7 @@ def sbc(model: Any, method: str = "gibbs", *, num_replications: int = 200, size:
                                   num_draws=num_draws, warmup=warmup, thin=thin, max_per_key=max_per_key)
              for r in range(num_replications)}
     results = run_sweep(sbc_replication, tasks, out=out, executor=executor, progress=progress,
-                        desc=f"SBC {model.name} {method}")
+                        desc=f"SBC {model.name} {method}", overwrite=overwrite)
     first = next(iter(results.values()))
     ranks = {k: np.array([res["ranks"][k] for res in results.values()]) for k in first["ranks"]}
     return SBCResult(ranks, first["num_draws"], bins, f"{model.name} {method}")
@@ -238,7 +238,7 @@ def vsbc_replication(model: Any, seed: int, size: tuple, num_iters: int, num_sam
 
 def vsbc(model: Any, *, num_replications: int, size: tuple, num_iters: int = 200, num_samples: int = 1000,
          seed: int = 0, max_per_key: int = 3, executor: Any = None, out=None,
-         progress: bool = True) -> dict[str, np.ndarray]:
+         progress: bool = True, overwrite: bool = False) -> dict[str, np.ndarray]:
     """VSBC for CAVI (Yao et al. 2018): per quantity, the posterior quantile of the truth under q (the fraction of
     q's draws below it), over replications (R,). Symmetric about 1/2 when q's point estimates are unbiased;
     uniform when q is the exact posterior. Replications run through inference.workflows.sweep (resumable with ``out``;
@@ -251,7 +251,7 @@ def vsbc(model: Any, *, num_replications: int, size: tuple, num_iters: int = 200
     tasks = {f"rep-{r:05d}": dict(model=model, seed=seed * 1_000_003 + r, size=tuple(size), num_iters=num_iters,
                                   num_samples=num_samples, max_per_key=max_per_key) for r in range(num_replications)}
     results = run_sweep(vsbc_replication, tasks, out=out, executor=executor or get_executor("serial"),
-                        progress=progress, desc=f"VSBC {model.name} cavi")
+                        progress=progress, desc=f"VSBC {model.name} cavi", overwrite=overwrite)
     keys = next(iter(results.values()))["quantiles"]
     return {k: np.array([res["quantiles"][k] for res in results.values()]) for k in keys}
 

@@ -81,7 +81,7 @@ NEEDS = {"cavi": (CAVI,), "gibbs": (Gibbs, LogJoint), "svi": (SVI, PyroModel), "
 
 def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("cavi", "gibbs", "svi", "nuts", "em"),
             seed: int = 0, test_fraction: float = 0.1, settings: dict[str, dict[str, Any]] | None = None,
-            out: str | os.PathLike | None = None, progress: bool = True) -> Comparison:
+            out: str | os.PathLike | None = None, progress: bool = True, overwrite: bool = False) -> Comparison:
     """Fit ``model`` by each method on the same training split and compare them.
 
     Args:
@@ -90,7 +90,9 @@ def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("c
         test_fraction: share of the data held out (for counts: binomial thinning of every cell).
         settings: per-method keyword overrides of DEFAULT_SETTINGS.
         out: folder for table.md, table.csv, traces.png, agreement.png and <method>.nc (written
-            atomically); None writes nothing.
+            atomically) and manifest.json (the configuration and the files of the run); None writes nothing. A folder
+            holding a run of another configuration is refused before any work unless ``overwrite``; the files of
+            an earlier run that this one does not write again are removed.
 
     Returns:
         Comparison. Table columns: method, objective (its name), value, per-observation held-out score,
@@ -107,6 +109,12 @@ def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("c
     for name in methods:
         require(model, *NEEDS[name], method=f"compare ({name})")
     data = model.prepare(data)
+    if out is not None:
+        from inference.workflows.sweep import claim_run_folder, run_config
+
+        config = run_config("compare", model=model, data=data, methods=list(methods), seed=seed,
+                            test_fraction=test_fraction, settings=settings or {})
+        previous = claim_run_folder(Path(out), config, overwrite)
     train, test = model.split(data, test_fraction, torch.Generator().manual_seed(seed))
     results: dict[str, InferenceResult] = {}
     for name in methods:
@@ -158,7 +166,10 @@ def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("c
     table = pd.DataFrame(rows)
     comp = Comparison(table, results, reference, train, test)
     if out is not None:
+        from inference.workflows.sweep import finish_run_folder
+
         comp.files = _write(comp, Path(out), model, inv)
+        comp.files.append(finish_run_folder(Path(out), config, comp.files, previous))
     return comp
 
 

@@ -28,7 +28,10 @@ def course_task(X: np.ndarray, K: int, seed: int, method: str) -> dict:
 
     fn = {"kmeans": gmm.kmeans, "em": gmm.em_complete, "em_missing": gmm.em_missing}[method]
     t0 = time.perf_counter()
-    run = fn(X, gmm.init(X, K, seed)[0])
+    try:
+        run = fn(X, gmm.init(X, K, seed)[0])
+    except gmm.DegenerateMixture as exc:
+        raise gmm.DegenerateMixture(f"{method} with K={K}, seed {seed}: {exc}") from None
     out = {"K": K, "seed": seed, "objective": float(run.objective), "iterations": int(run.iterations),
            "seconds": time.perf_counter() - t0, "mu": run.mixture.mu.tolist(), "var": run.mixture.var.tolist(),
            "p": run.mixture.p.tolist()}
@@ -48,28 +51,30 @@ def elbo_task(model: Any, data: Any, K: int, seed: int, num_iters: int, tol: flo
             "monotone_violations": int(res.attrs["monotone_violations"])}
 
 
-def _grid(fn, common: dict, Ks: list[int], seeds: list[int], *, out, executor, progress, desc, on_result=None):
+def _grid(fn, common: dict, Ks: list[int], seeds: list[int], *, out, executor, progress, desc, on_result=None,
+          overwrite=False):
     from inference.workflows.sweep import run_sweep
 
     _check_grid(Ks, seeds)
     tasks = {f"K{K}-seed{s}": dict(common, K=K, seed=s) for K in Ks for s in seeds}
     results = run_sweep(fn, tasks, out=Path(out) / "runs" if out is not None else None, executor=executor,
-                        progress=progress, desc=desc, on_result=on_result)
+                        progress=progress, desc=desc, on_result=on_result, overwrite=overwrite)
     return pd.DataFrame(list(results.values()))
 
 
 def course_grid(X: np.ndarray, Ks: list[int], seeds: list[int], *, method: str = "em", out=None, executor=None,
-                progress: bool = True) -> pd.DataFrame:
+                progress: bool = True, overwrite: bool = False) -> pd.DataFrame:
     """The course's runs for every (K, seed). Returns one row per run: K, seed, objective (LL, or the K-means
     cost), iterations, seconds, the mixture (mu, var, p as lists) and, for EM, the BIC."""
     if method not in ("kmeans", "em", "em_missing"):
         raise ValueError(f"method must be 'kmeans', 'em' or 'em_missing', got {method!r}")
     return _grid(course_task, {"X": np.asarray(X, dtype=np.float64), "method": method}, Ks, seeds, out=out,
-                 executor=executor, progress=progress, desc=f"{method} K x seeds")
+                 executor=executor, progress=progress, desc=f"{method} K x seeds", overwrite=overwrite)
 
 
 def elbo_grid(model: Any, data: Any, Ks: list[int], seeds: list[int], *, num_iters: int = 500,
-              tol: float | None = 1e-8, out=None, executor=None, progress: bool = True) -> pd.DataFrame:
+              tol: float | None = 1e-8, out=None, executor=None, progress: bool = True,
+              overwrite: bool = False) -> pd.DataFrame:
     """CAVI's final ELBO for every (K, seed). ``model`` is any model with CAVI and a K field (its other
     hyperparameters are kept). One row per run: K, seed, elbo, iterations, converged, seconds."""
     from models.protocol import CAVI, Model, require
@@ -79,7 +84,7 @@ def elbo_grid(model: Any, data: Any, Ks: list[int], seeds: list[int], *, num_ite
     require(model, CAVI, Model, method="elbo_grid")
     data = model.prepare(data)
     return _grid(elbo_task, {"model": model, "data": data, "num_iters": num_iters, "tol": tol}, Ks, seeds, out=out,
-                 executor=executor, progress=progress, desc=f"CAVI {model.name} K x seeds")
+                 executor=executor, progress=progress, desc=f"CAVI {model.name} K x seeds", overwrite=overwrite)
 
 
 def _check_grid(Ks: list[int], seeds: list[int]) -> None:

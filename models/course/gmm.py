@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import logsumexp
 
-__all__ = ["GaussianMixture", "init", "kmeans", "em_complete", "em_missing", "estep_missing", "mstep_missing",
+__all__ = ["DegenerateMixture", "GaussianMixture", "init", "kmeans", "em_complete", "em_missing", "estep_missing", "mstep_missing",
            "estep_complete", "mstep_complete", "fill_matrix", "rmse", "bic", "num_parameters", "EMRun",
            "P_FLOOR", "MIN_VARIANCE", "TOL_LL", "TOL_KMEANS"]
 
@@ -33,6 +33,12 @@ P_FLOOR = 1e-16  # the course's log(p_j + 1e-16) in the log-domain E-step
 MIN_VARIANCE = 0.25  # the course's variance floor for EM with missing entries
 TOL_LL = 1e-6  # relative LL tolerance of both EMs
 TOL_KMEANS = 1e-4  # absolute cost tolerance of K-means
+
+
+class DegenerateMixture(ValueError):
+    """A run that cannot go on: a K-means cluster lost all its points, a component's variance is 0 (a component on
+    identical points: the likelihood is unbounded), or the log-likelihood is not finite. Raised rather than
+    returning NaN means or a NaN log-likelihood."""
 
 
 class GaussianMixture(NamedTuple):
@@ -76,6 +82,10 @@ def init(X: np.ndarray, K: int, seed: int = 0) -> tuple[GaussianMixture, np.ndar
     """
     X = _check_X(X, K)
     n = X.shape[0]
+    distinct = len(np.unique(X, axis=0))
+    if distinct < K:
+        raise DegenerateMixture(f"X has {distinct} distinct row(s), fewer than K={K}: the starting means would "
+                                "coincide (duplicate or constant rows)")
     mu = X[np.random.RandomState(seed).choice(n, K, replace=False)]
     var = ((X[None, :, :] - mu[:, None, :]) ** 2).mean(axis=(1, 2))
     return GaussianMixture(mu, var, np.full(K, 1.0 / K)), np.full((n, K), 1.0 / K)
@@ -105,6 +115,9 @@ def kmeans(X: np.ndarray, mixture: GaussianMixture) -> EMRun:
         post[np.arange(n), j] = 1.0
         # M-step
         n_hat = post.sum(0)
+        if (n_hat == 0).any():
+            raise DegenerateMixture(f"K-means cluster {int(np.flatnonzero(n_hat == 0)[0])} of {K} lost all its points "
+                                    f"at iteration {it + 1} (starting means on duplicate rows)")
         mu = (post.T @ X) / n_hat[:, None]
         sse = (((mu[None] - X[:, None, :]) ** 2).sum(-1) * post).sum(0)
         mixture = GaussianMixture(mu, sse / (d * n_hat), n_hat / n)
@@ -122,6 +135,9 @@ def estep_complete(X: np.ndarray, mixture: GaussianMixture) -> tuple[np.ndarray,
     """Posteriors post_uj ∝ p_j N(x_u; mu_j, var_j I) and the log-likelihood (probability domain, as
     the course's naive EM)."""
     d = X.shape[1]
+    if (mixture.var <= 0).any():
+        raise DegenerateMixture(f"component {int(np.flatnonzero(mixture.var <= 0)[0])} has variance 0: it sits on "
+                                "identical points, where the likelihood is unbounded")
     dens = np.exp(-_sq_dist(X, mixture.mu) / (2 * mixture.var)) / (2 * np.pi * mixture.var) ** (d / 2)
     weighted = dens * mixture.p
     total = weighted.sum(1, keepdims=True)
@@ -137,11 +153,18 @@ def mstep_complete(X: np.ndarray, post: np.ndarray) -> GaussianMixture:
     return GaussianMixture(mu, var, n_hat / n)
 
 
+def _check_ll(ll: float, it: int) -> None:
+    if not np.isfinite(ll):
+        raise DegenerateMixture(f"the log-likelihood is {ll} at iteration {it + 1} (a component with no weight or "
+                                "a density that underflowed everywhere)")
+
+
 def _em(X, mixture, estep, mstep) -> EMRun:
     prev_ll, ll, lls, it, post = None, None, [], 0, None
     while prev_ll is None or ll - prev_ll > TOL_LL * abs(ll):
         prev_ll = ll
         post, ll = estep(X, mixture)
+        _check_ll(ll, it)
         mixture = mstep(X, post, mixture)
         lls.append(ll)
         it += 1
@@ -222,6 +245,7 @@ def em_missing(X: np.ndarray, mixture: GaussianMixture, min_variance: float = MI
     while prev_ll is None or ll - prev_ll > TOL_LL * abs(ll):
         prev_ll = ll
         post, ll = _estep_observed(obs, mixture, dist)
+        _check_ll(ll, len(lls))
         mixture, dist = _mstep_observed(obs, post, mixture, min_variance)
         lls.append(ll)
     return EMRun(mixture, post, ll, len(lls), np.array(lls))

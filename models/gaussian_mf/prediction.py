@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.distributions as td
 
-from models.data import RatingData
+from models.data import RatingData, check_index
 
 __all__ = ["predict", "recommend", "heldout_scores"]
 
@@ -41,7 +41,10 @@ def predict(model: Any, train: RatingData, result: Any, rows, cols, *, clip: tup
     ``clip`` clamps each draw's prediction to a rating range before averaging."""
     U = torch.as_tensor(np.asarray(result.posterior["U"])).flatten(0, 1)
     V = torch.as_tensor(np.asarray(result.posterior["V"])).flatten(0, 1)
-    rows, cols = torch.as_tensor(np.asarray(rows)), torch.as_tensor(np.asarray(cols))
+    rows = torch.as_tensor(check_index(rows, U.shape[-2], "rows"))
+    cols = torch.as_tensor(check_index(cols, V.shape[-2], "cols"))
+    if rows.shape != cols.shape:
+        raise ValueError(f"rows and cols must have the same shape, got {tuple(rows.shape)} and {tuple(cols.shape)}")
     s1 = torch.zeros(len(rows), dtype=torch.float64)
     s2 = torch.zeros(len(rows), dtype=torch.float64)
     off = model.offset(train)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from models.registry import Calibration, DataSet, ModelSpec, Option, register
+from models.registry import FILE_OPTIONS, Calibration, DataSet, ModelSpec, Option, register
 
 
 def synthetic(rows: int, cols: int, true_K: int, generator) -> Any:
@@ -37,23 +37,28 @@ def load_movielens(fold: int = 1) -> Any:
     return as_rating_data(train, name=f"movielens-100k u{fold}.base", rating_range=(1, 5))
 
 
-def read_file(path: Path) -> Any:
-    """A .npy dense matrix with NaN for unobserved entries, or a .csv in long format with columns row, col, value
-    (0-based indices)."""
-    import numpy as np
-    import pandas as pd
+def _rating_range(values: list[float]) -> tuple[float, float]:
+    lo, hi = values
+    if not lo < hi:
+        raise ValueError(f"--rating-range expects LO HI with LO < HI, got {lo:g} {hi:g}")
+    return float(lo), float(hi)
 
-    from models.data import as_rating_data
 
-    if path.suffix == ".npy":
-        return as_rating_data(np.load(path), name=path.name)
-    df = pd.read_csv(path)
-    if list(df.columns[:3]) != ["row", "col", "value"]:
-        raise ValueError(f"{path.name}: a ratings .csv needs the header row,col,value, got {list(df.columns)}")
-    shape = (int(df["row"].max()) + 1, int(df["col"].max()) + 1)
-    entries = type("Entries", (), {"rows": df["row"].to_numpy(), "cols": df["col"].to_numpy(),
-                                   "values": df["value"].to_numpy(dtype=float), "shape": shape})()
-    return as_rating_data(entries, name=path.name)
+def read_file(path: Path, columns: tuple[str, str, str] | None = None, header: bool = True,
+              rating_range: tuple[float, float] | None = None) -> Any:
+    """Ratings from a .csv in long format (a header naming the row, col and value columns; IDs are labels) or a
+    .npy / text dense matrix with NaN for unobserved entries (zeros are ratings); with ``rating_range`` a rating
+    outside it is an error (models.readers.read_rating_file). Without it, the observed range is printed."""
+    import sys
+
+    from models.readers import read_rating_file
+
+    data = read_rating_file(path, columns=columns, header=header, rating_range=rating_range)
+    if rating_range is None:
+        v = data.values
+        print(f"note: {path.name}: ratings from {float(v.min()):g} to {float(v.max()):g} (no --rating-range given, "
+              "so none is checked)", file=sys.stderr)
+    return data
 
 
 def fit_report(model: Any, data: Any, result: Any, context: dict) -> list[str]:
@@ -91,7 +96,8 @@ SPEC = register(ModelSpec(
     synthetic_help="rows x columns, half of the entries observed",
     datasets=(DataSet("movielens-100k", load_movielens, "MovieLens-100K, the training part of fold --fold"),),
     read_file=read_file,
-    file_help=".npy dense ratings (NaN = unobserved) or .csv long format with header row,col,value",
+    file_help=".csv long format (header row,col,value or --columns; IDs are labels) or .npy / text dense ratings "
+              "(NaN = unobserved); --rating-range LO HI checks them",
     default_K=3,
     options=(
         Option("--prior", "prior", "prior on the factors: bpmf (Normal-Wishart hyperpriors) or fixed (the course's)",
@@ -101,6 +107,9 @@ SPEC = register(ModelSpec(
         Option("--fold", "fold", "movielens-100k: official fold 1..5", target="data", type=int),
         Option("--recommend", "recommend", "movielens-100k: print the top 10 unrated movies for this 0-based user, "
                "with posterior sd, predictive sd and a 90%% interval", target="report", type=int, metavar="USER"),
+        Option("--rating-range", "rating_range", "user files: the rating scale LO HI (a rating outside is an error)",
+               target="file", type=float, nargs=2, metavar=("LO", "HI"), convert=_rating_range),
+        *FILE_OPTIONS,
     ),
     calibration=Calibration(size=(4, 3, 0.7), warmup=100, thin=2,
                             model_options={"prior": "fixed", "center": False, "noise_prior": (3.0, 1.0)}),

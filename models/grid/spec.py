@@ -37,10 +37,15 @@ def synthetic(rows: int, cols: int, true_K: int, generator) -> Any:
 
 
 def read_file(path: Path) -> Any:
-    """A .npy (H, W) integer label image, or an (H, W, K) table of node log-potentials."""
+    """A .npy (H, W) integer label image, or an (H, W, K) table of node log-potentials (checked by the model)."""
     import numpy as np
 
-    return np.load(path)
+    from models.readers import ReaderError
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ReaderError(f"{path}: cannot read a .npy array ({exc})") from None
 
 
 SPEC = register(ModelSpec(

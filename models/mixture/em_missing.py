@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import logsumexp
 
-from models.course.gmm import TOL_LL, GaussianMixture, _check_X
+from models.course.gmm import TOL_LL, DegenerateMixture, GaussianMixture, _check_X
 
 __all__ = ["DiagonalMixture", "FullMixture", "FitResult", "fit_missing", "kmeanspp_means", "impute",
            "log_likelihood"]
@@ -236,6 +236,8 @@ def fit_missing(X: np.ndarray, K: int, *, covariance: str = "spherical", init: s
     O = (X != 0).astype(np.float64)
     observed = X[X != 0]
     s2_0 = float(observed.var()) if observed.size > 1 else 1.0
+    if not s2_0 > 0:  # every observed entry equal: start from unit variances (min_variance bounds the collapse)
+        s2_0 = 1.0
     best, start_lls = None, []
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n_init)]
     pats = _patterns(O) if covariance == "full" else None
@@ -266,6 +268,9 @@ def fit_missing(X: np.ndarray, K: int, *, covariance: str = "spherical", init: s
         start_lls.append(lls[-1])
         if best is None or lls[-1] > best.log_likelihood:
             best = FitResult(m, post, lls[-1], np.array(lls), np.array([]), len(lls))
+    if not np.isfinite(best.log_likelihood) or not all(np.all(np.isfinite(a)) for a in best.mixture[:3]):
+        raise DegenerateMixture(f"EM with missing entries (K={K}, {covariance}) ended with a non-finite "
+                                f"log-likelihood or mixture (LL {best.log_likelihood})")
     return best._replace(start_lls=np.array(start_lls))
 
 

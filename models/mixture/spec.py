@@ -33,12 +33,9 @@ def load_toy() -> Any:
 
 def read_file(path: Path) -> Any:
     """(n, d) points from a .npy file or whitespace-separated text; NaN marks a missing coordinate."""
-    import numpy as np
+    from models.readers import read_points_file
 
-    from models.data import as_mixture_data
-
-    arr = np.load(path) if path.suffix == ".npy" else np.loadtxt(path)
-    return as_mixture_data(arr, name=path.name)
+    return read_points_file(path)
 
 
 TOY = DataSet("toy", load_toy, "MITx toy data, 250 points in 2-D")

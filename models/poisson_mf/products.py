@@ -25,7 +25,11 @@ def expected_rates(result: Any, rows: torch.Tensor, cols: torch.Tensor) -> torch
     Variational results (q(theta) q(eta) independent): E[theta_n] . E[eta_m] exactly. Samplers: the mean
     over all chains and draws of theta_n . eta_m (never of theta and eta separately: label switching).
     """
-    rows, cols = torch.as_tensor(rows).cpu(), torch.as_tensor(cols).cpu()
+    from models.data import check_index
+
+    N, M = len(result.coords["row"]), len(result.coords["col"])
+    rows = torch.as_tensor(check_index(rows, N, "rows"))
+    cols = torch.as_tensor(check_index(cols, M, "cols"))
     if result.variational is not None:
         theta, eta = torch.as_tensor(result.point["theta"]), torch.as_tensor(result.point["eta"])
         return (theta[rows] * eta[cols]).sum(-1)

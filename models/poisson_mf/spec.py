@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from models.registry import Calibration, DataSet, ModelSpec, Option, register
+from models.registry import FILE_OPTIONS, Calibration, DataSet, ModelSpec, Option, register
 
 
 def synthetic(rows: int, cols: int, true_K: int, generator) -> Any:
@@ -29,16 +29,12 @@ def load_lastfm() -> Any:
     return data
 
 
-def read_file(path: Path) -> Any:
-    """A .npy dense count matrix, or a .csv in long format (row, col, value; 0-based indices)."""
-    import numpy as np
-    import pandas as pd
+def read_file(path: Path, columns: tuple[str, str, str] | None = None, header: bool = True) -> Any:
+    """A .csv in long format (a header naming the row, col and value columns; IDs are labels) or a .npy / text
+    dense count matrix (models.readers.read_count_file)."""
+    from models.readers import read_count_file
 
-    from models.data import as_count_matrix
-
-    if path.suffix == ".npy":
-        return as_count_matrix(np.load(path), name=path.name)
-    return as_count_matrix(pd.read_csv(path), name=path.name)
+    return read_count_file(path, columns=columns, header=header)
 
 
 def fit_report(model: Any, data: Any, result: Any, context: dict) -> list[str]:
@@ -69,11 +65,12 @@ SPEC = register(ModelSpec(
     synthetic_help="rows x columns of counts",
     datasets=(DataSet("lastfm", load_lastfm, "LastFM listening counts, 999 users x 2,000 artists", default_K=40),),
     read_file=read_file,
-    file_help=".npy dense counts or .csv long format row,col,value",
+    file_help=".csv long format (header row,col,value or --columns; IDs are labels) or .npy / text dense counts",
     default_K=3,
     options=(Option("--init", "init", "CAVI start: default, or reference (the course's: random Gamma(U(0.5a, 1.5a), "
                     "U(0.5b, 1.5b)) starts, the ELBO at a uniform lambda first, then after each eta update)",
-                    target="cavi", choices=("default", "reference"), convert=cavi_start),),
+                    target="cavi", choices=("default", "reference"), convert=cavi_start),
+             *FILE_OPTIONS),
     calibration=Calibration(size=(4, 5), warmup=200, thin=10),
     fit_report=fit_report,
 ))
