@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench venv clean
+.PHONY: demo test test-fast mutants lint bench venv clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 2; }
@@ -20,10 +20,14 @@ demo: $(STAMP)
 	$(VENV)/bin/inferlab compare poisson-mf --data synthetic --seed 0 --out demo-out
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --durations=15
+	$(PY) -m pytest -q -n 2 --dist worksteal --durations=15
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow" --durations=10
+
+# every mutant of tests/mutation/catalogue.py against the fast tier; prints the ones that survive (exit 1 if any)
+mutants: $(STAMP)
+	$(PY) tests/mutation/run.py --out mutants.md
 
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports --config pyproject.toml

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import torch
 
 __all__ = ["LOG_2PI", "gamma_posterior", "gamma_expectations", "gamma_kl", "gamma_log_pdf", "poisson_log_pmf",
-           "sample_gamma", "sample_categorical", "sample_multinomial", "multinomial_log_pmf", "sample_dirichlet", "dirichlet_kl",
+           "sample_gamma", "gig_log_pdf", "sample_gig", "sample_categorical", "sample_multinomial",
+           "multinomial_log_pmf", "sample_dirichlet", "dirichlet_kl",
            "dirichlet_expected_log", "dirichlet_mode", "normal_gamma_kl", "mv_digamma", "wishart_expected_logdet",
            "wishart_kl", "sample_wishart", "wishart_log_pdf_isotropic", "normal_wishart_update",
            "normal_wishart_kl", "normal_wishart_mode", "sample_gaussian_precision"]
@@ -82,6 +85,29 @@ def sample_gamma(shape: torch.Tensor, rate: torch.Tensor, generator: torch.Gener
 
 # ---------------------------------------------------------------------------------------------------
 # Categorical and multinomial
+
+
+def gig_log_pdf(x: torch.Tensor, p: float | torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log GIG(x; p, a, b), the generalised inverse Gaussian with density
+    (a / b)^(p/2) / (2 K_p(sqrt(a b))) x^(p - 1) exp(-(a x + b / x) / 2), x > 0 (K_p: modified Bessel, second kind)."""
+    from scipy.special import kve
+
+    a_np, b_np = a.detach().cpu().numpy(), b.detach().cpu().numpy()
+    w = np.sqrt(a_np * b_np)
+    log_bessel = torch.as_tensor(np.log(kve(float(p), w)) - w, dtype=x.dtype, device=x.device)  # log K_p(w)
+    return (p / 2 * (torch.log(a) - torch.log(b)) - math.log(2) - log_bessel + (p - 1) * torch.log(x)
+            - (a * x + b / x) / 2)
+
+
+def sample_gig(p: float, a: torch.Tensor, b: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Draws of GIG(p, a, b) (density in :func:`gig_log_pdf`), one per entry of a and b (same shape). Uses scipy's
+    geninvgauss(p, sqrt(a b)) scaled by sqrt(b / a), seeded from ``generator``."""
+    from scipy.stats import geninvgauss
+
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    a_np, b_np = a.detach().cpu().numpy(), b.detach().cpu().numpy()
+    x = geninvgauss.rvs(float(p), np.sqrt(a_np * b_np), size=a_np.shape, random_state=np.random.default_rng(seed))
+    return torch.as_tensor(x * np.sqrt(b_np / a_np), dtype=a.dtype, device=a.device)
 
 
 def sample_categorical(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -32,3 +32,15 @@ def lastfm():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_lastfm()
+
+
+# The modules with the longest tests (statistical comparisons of samplers) run first, so that the two xdist workers
+# start on them together instead of one of them finishing a long test alone at the end. Modules stay contiguous (their
+# module-scoped fixtures are built once per worker) and the order within a module is kept.
+FIRST = ("test_bayes_gmm_full.py", "test_gaussian_mf_samplers.py", "test_poisson_mf_samplers.py", "test_calibration.py",
+         "test_bayes_gmm.py", "test_notebooks.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))

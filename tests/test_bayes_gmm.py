@@ -83,7 +83,10 @@ def test_cavi_elbo_is_below_the_exact_evidence(model):
     res = fit_cavi(model, data, seed=0, num_iters=200, progress=False)
     evidence = brute_force_log_evidence(model, data)
     assert res.objective <= evidence + 1e-9
-    assert res.objective > evidence - 5.0  # and not absurdly loose on a tiny well-separated problem
+    # How far below: a mean-field q sits in one of the K! label-permuted modes of the posterior, so the gap is
+    # log K! plus the within-mode mean-field error (measured 0.04-0.67 nats on these problems); a bound of log K! + 1
+    # leaves room for that and no more (a dropped constant or a wrong update costs more than a nat here).
+    assert res.objective > evidence - math.lgamma(model.K + 1) - 1.0
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -128,6 +131,9 @@ def test_closed_form_elbo_matches_monte_carlo(model):
     closed = float(model.elbo(data, p, torch.log(resp)))
     mean, se = mc_elbo(model, data, p, resp)
     assert abs(closed - mean) < 4 * se, (closed, mean, se)
+    # negative control: an ELBO without the Gaussian normaliser -(n_obs / 2) log 2 pi falls outside the Monte Carlo band
+    missing_constant = 0.5 * float(data.mask.sum()) * math.log(2 * math.pi)
+    assert abs(closed + missing_constant - mean) > 4 * se, (missing_constant, se)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -194,7 +200,7 @@ def test_gibbs_mixes_on_sorted_means(separated):
 def test_gibbs_and_nuts_agree_on_sorted_means(separated):
     model, data = separated
     g = fit_gibbs(model, data, seed=0, num_samples=2000, warmup=300, num_chains=4, progress=False)
-    n = fit_nuts(model, data, seed=1, num_samples=400, warmup=300, num_chains=2, progress=False)
+    n = fit_nuts(model, data, seed=1, num_samples=400, warmup=300, num_chains=2, jit=True, progress=False)
     a, b = g.posterior["mu_sorted"], n.posterior["mu_sorted"]
     z = (a.mean((0, 1)) - b.mean((0, 1))) / np.sqrt(mcse_mean(a) ** 2 + mcse_mean(b) ** 2)
     assert np.abs(z).max() < 4.5, z

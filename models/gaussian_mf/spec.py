@@ -95,6 +95,7 @@ SPEC = register(ModelSpec(
     synthetic_size=(20, 30),
     synthetic_help="rows x columns, half of the entries observed",
     datasets=(DataSet("movielens-100k", load_movielens, "MovieLens-100K, the training part of fold --fold"),),
+    compare_figures="inference.workflows.relabel:gaussian_factor_report",
     read_file=read_file,
     file_help=".csv long format (header row,col,value or --columns; IDs are labels) or .npy / text dense ratings "
               "(NaN = unobserved); --rating-range LO HI checks them",

@@ -10,6 +10,13 @@ Complete conditionals (shared by Gibbs and CAVI, docs/REFERENCE.md section 1):
     theta_nk | . ~ Ga(a_theta + sum_m z_nmk, b_theta + sum_m eta_mk)                              (eq. 3)
     eta_mk | .   ~ Ga(a_eta + sum_n z_nmk, b_eta + sum_n theta_nk)                                 (eq. 4)
 
+The scale move (Gibbs, after eq. 4; Liu and Sabatti 2000, as the interweaving of Yu and Meng 2011): the map
+theta_.k -> c theta_.k, eta_.k -> eta_.k / c leaves every rate theta_n . eta_m unchanged, so only the priors and the
+Jacobian c^(N - M) (with the Haar measure dc / c) move. Drawing each c_k from
+    c_k | theta, eta ~ GIG(p = N a_theta - M a_eta, a = 2 b_theta sum_n theta_nk, b = 2 b_eta sum_m eta_mk)   (eq. 7)
+(density ∝ c^(p-1) exp(-(a c + b / c) / 2)) leaves the posterior invariant and moves along the ridge of equal rates
+that the one-block-at-a-time conditionals cross slowly.
+
 Mean-field CAVI replaces each statistic by its expectation under q (models/poisson_mf/vb.py):
     q(z_nm) = Mult(x_nm, lambda_nm), lambda_nmk ∝ exp(phi_theta_nk + phi_eta_mk),
     with phi = E[log theta], E[log eta] at the optimum                                            (eq. 5)
@@ -30,7 +37,7 @@ import numpy as np
 import torch
 
 from models.conjugate import (gamma_log_pdf, gamma_posterior, multinomial_log_pmf, poisson_log_pmf, sample_gamma,
-                              sample_multinomial)
+                              sample_gig, sample_multinomial)
 from models.data import CountMatrix, as_count_matrix
 from models.poisson_mf.vb import PoissonMFVB
 from models.protocol import Conditional, warm_gibbs_state
@@ -73,6 +80,7 @@ class PoissonMF(PoissonMFVB):
     b_theta: float = 0.5
     a_eta: float = 1.0
     b_eta: float = 0.5
+    scale_move: bool = False
 
     name = "poisson-mf"
     sites = ("theta", "eta")
@@ -85,6 +93,8 @@ class PoissonMF(PoissonMFVB):
         object.__setattr__(self, "K", int(self.K))
         for field_name in ("a_theta", "b_theta", "a_eta", "b_eta"):
             object.__setattr__(self, field_name, _positive_finite(field_name, getattr(self, field_name)))
+        if not isinstance(self.scale_move, (bool, np.bool_)):
+            raise ValueError(f"scale_move must be True or False, got {self.scale_move!r}")
 
     @classmethod
     def course_lastfm(cls, K: int = 40) -> PoissonMF:
@@ -98,7 +108,7 @@ class PoissonMF(PoissonMFVB):
 
     def hyperparameters(self) -> dict[str, float]:
         return {"K": self.K, "a_theta": self.a_theta, "b_theta": self.b_theta, "a_eta": self.a_eta,
-                "b_eta": self.b_eta}
+                "b_eta": self.b_eta, "scale_move": self.scale_move}
 
     def prepare(self, data: Any, *, dtype: torch.dtype = torch.float64, device: str = "cpu") -> CountMatrix:
         """Validate and convert any accepted input (dense, scipy.sparse, long DataFrame) to a CountMatrix."""
@@ -251,7 +261,8 @@ class PoissonMF(PoissonMFVB):
         return GibbsState(draw(N, self.a_theta, self.b_theta), draw(M, self.a_eta, self.b_eta))
 
     def gibbs_sweep(self, data: CountMatrix, state: GibbsState, generator: torch.Generator) -> GibbsState:
-        """One systematic-scan sweep: z | theta, eta (eq. 2); theta | z, eta (eq. 3); eta | z, theta (eq. 4).
+        """One systematic-scan sweep: z | theta, eta (eq. 2); theta | z, eta (eq. 3); eta | z, theta (eq. 4); then,
+        with ``scale_move``, every factor's scale (eq. 7).
         theta (..., N, K), eta (..., M, K): leading dimensions are independent chains."""
         theta, eta = state
         z = sample_multinomial(data.values, self.z_conditional(data, theta, eta), generator)     # eq. 2
@@ -259,7 +270,15 @@ class PoissonMF(PoissonMFVB):
         z_eta = torch.zeros_like(eta).index_add_(-2, data.cols, z)
         theta = sample_gamma(*self.theta_conditional(z_theta, eta), generator)                  # eq. 3
         eta = sample_gamma(*self.eta_conditional(z_eta, theta), generator)                      # eq. 4
+        if self.scale_move:
+            c = sample_gig(*self.scale_conditional(theta, eta), generator)                      # eq. 7
+            theta, eta = theta * c[..., None, :], eta / c[..., None, :]
         return GibbsState(theta, eta)
+
+    def scale_conditional(self, theta: torch.Tensor, eta: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """GIG(p, a, b) of the per-factor scales c (..., K) given theta (..., N, K) and eta (..., M, K) (eq. 7)."""
+        N, M = theta.shape[-2], eta.shape[-2]
+        return (N * self.a_theta - M * self.a_eta, 2 * self.b_theta * theta.sum(-2), 2 * self.b_eta * eta.sum(-2))
 
     # ------------------------------------------------------------------------------------------------
     # EM for the posterior mode (the loop lives in inference.em)

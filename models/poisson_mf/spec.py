@@ -64,6 +64,7 @@ SPEC = register(ModelSpec(
     synthetic_size=(20, 30),
     synthetic_help="rows x columns of counts",
     datasets=(DataSet("lastfm", load_lastfm, "LastFM listening counts, 999 users x 2,000 artists", default_K=40),),
+    compare_figures="inference.workflows.relabel:poisson_factor_report",
     read_file=read_file,
     file_help=".csv long format (header row,col,value or --columns; IDs are labels) or .npy / text dense counts",
     default_K=3,
