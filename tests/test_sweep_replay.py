@@ -32,10 +32,11 @@ def warm(model, data, sweeps=3):
     return state
 
 
-def test_poisson_mf_sweep_is_z_then_theta_then_eta_with_fresh_values():
+@pytest.mark.parametrize("scale_move", [False, True])
+def test_poisson_mf_sweep_is_z_then_theta_then_eta_with_fresh_values(scale_move):
     from models.poisson_mf.model import PoissonMF
 
-    model = PoissonMF(K=3)
+    model = PoissonMF(K=3, scale_move=scale_move)
     _, X = model.sample(6, 5, torch.Generator().manual_seed(2))
     theta, eta = warm(model, X)
     g1, g2 = gens()
@@ -45,8 +46,10 @@ def test_poisson_mf_sweep_is_z_then_theta_then_eta_with_fresh_values():
     z_eta = torch.zeros_like(eta).index_add_(0, X.cols, z)
     theta_new = sample_gamma(*model.theta_conditional(z_theta, eta), g2)                    # eq. 3, current eta
     eta_new = sample_gamma(*model.eta_conditional(z_eta, theta_new), g2)                    # eq. 4, the new theta
-    c = sample_gig(*model.scale_conditional(theta_new, eta_new), g2)                        # eq. 7, the new both
-    assert_same(swept, (theta_new * c, eta_new / c))
+    if scale_move:
+        c = sample_gig(*model.scale_conditional(theta_new, eta_new), g2)                    # eq. 7, the new both
+        theta_new, eta_new = theta_new * c, eta_new / c
+    assert_same(swept, (theta_new, eta_new))
 
 
 def test_poisson_mf_scale_conditional_eq7_is_the_density_along_the_orbit():
