@@ -127,6 +127,9 @@ def test_relabel_mixture_takes_every_method_of_both_mixtures(full, method):
         # relabelling only reorders: each draw's set of components is unchanged
         np.testing.assert_allclose(np.sort(out.draws["pi"], -1), np.sort(np.asarray(res.posterior["pi"]), -1))
         assert len(out.summary) == 2 * (1 + 2 + (4 if full else 1))
+        lj = res.sample_stats.get("log_joint", res.posterior.get("log_joint"))
+        if how != "stephens":  # the pivot, the draw of highest log joint, keeps its labels
+            assert list(out.perms.reshape(C * S, 2)[int(np.argmax(np.asarray(lj).reshape(-1)))]) == [0, 1]
     with pytest.raises(ValueError, match="method must be one of"):
         relabel_mixture(model, data, res, method="sorting")
 

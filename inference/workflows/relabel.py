@@ -181,8 +181,8 @@ def relabel_mixture(model: Any, data: Any, result: Any, method: str = "stephens"
     for s in range(C * S):
         state = State(*(torch.as_tensor(flat[k][s], dtype=data.dtype) for k in ("pi", "mu", site)))
         probs[s] = model._z_probs(data, state).numpy()
-    log_joint = np.asarray(post["log_joint"]).reshape(-1) if "log_joint" in post else None
-    pivot = int(np.argmax(log_joint)) if log_joint is not None else 0
+    lj = result.sample_stats.get("log_joint", post.get("log_joint"))  # (samplers keep it in sample_stats)
+    pivot = int(np.argmax(np.asarray(lj).reshape(-1))) if lj is not None and np.size(lj) == C * S else 0
     iterations = 0
     if method == "stephens":
         perms, iterations = stephens(probs)
