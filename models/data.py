@@ -438,19 +438,16 @@ def as_count_matrix(x: Any, *, shape: tuple[int, int] | None = None, dtype: torc
     if isinstance(x, LongTable):
         _check_counts(x.values, arg, dtype)
         mat = sp.coo_matrix((x.values, (x.rows, x.cols)), shape=x.shape).tocsr()
-        mat.sum_duplicates()
         labels = {"row_labels": x.row_labels, "col_labels": x.col_labels}
     elif isinstance(x, pd.DataFrame):
         r, c, v = _positions(x, shape, arg)
         _check_counts(v, arg, dtype)
         mat = sp.coo_matrix((v, (r, c)), shape=shape).tocsr()
-        mat.sum_duplicates()
     elif sp.issparse(x):
         if np.iscomplexobj(x.data):
             raise TypeError(f"{arg}: complex numbers are not data here (got dtype {x.dtype})")
+        _check_counts(np.asarray(x.data, dtype=np.float64), arg, dtype)  # the stored entries, before any summing
         mat = sp.csr_matrix(x, dtype=np.float64)
-        mat.sum_duplicates()
-        _check_counts(mat.data, arg, dtype)
     elif isinstance(x, (np.ndarray, torch.Tensor, list)):
         arr = _real_array(x, arg)
         if arr.ndim != 2:
@@ -460,7 +457,7 @@ def as_count_matrix(x: Any, *, shape: tuple[int, int] | None = None, dtype: torc
     else:
         raise TypeError(f"{arg}: expected a CountMatrix, numpy/torch array, scipy.sparse matrix or "
                         f"long-format pandas DataFrame, got {type(x).__name__}")
-    mat.sum_duplicates()  # (duplicates summed before the check of the sums)
+    mat.sum_duplicates()  # then the summed counts are checked (negatives were refused entry by entry above)
     _check_counts(mat.data, arg, dtype)
     mat.eliminate_zeros()
     mat.sort_indices()

@@ -183,16 +183,24 @@ def _version() -> str:
 
 def task_config(fn: Callable, tasks: dict[str, dict]) -> dict[str, Any]:
     """What a sweep's manifest records: the task function, the package version, a digest of every task's arguments,
-    and the arguments every task shares (readable form and digest)."""
-    ver = _version()
-    shared: dict[str, Any] = {}
-    first = next(iter(tasks.values()), {})
-    for name, value in first.items():
-        d = digest(value)
-        if all(name in kw and digest(kw[name]) == d for kw in tasks.values()):
-            shared[name] = {"value": describe_value(value), "digest": d}
-    return {"task_function": _fn_name(fn), "inferlab_version": ver, "shared": shared,
-            "tasks": {key: digest(kw) for key, kw in tasks.items()}, "result_fields": None}
+    and the arguments every task shares (readable form and digest). Each distinct argument object (the data, the
+    model: usually one object shared by every task) is digested once."""
+    cache: dict[int, tuple[str, Any]] = {}  # id -> (digest, the object, kept alive so that its id stays unique)
+
+    def arg_digest(value: Any) -> str:
+        if id(value) not in cache:
+            cache[id(value)] = (digest(value), value)
+        return cache[id(value)][0]
+
+    per_task = {key: {name: arg_digest(v) for name, v in kw.items()} for key, kw in tasks.items()}
+    first_key = next(iter(tasks), None)
+    shared = {}
+    if first_key is not None:
+        for name, d in per_task[first_key].items():
+            if all(args.get(name) == d for args in per_task.values()):
+                shared[name] = {"value": describe_value(tasks[first_key][name]), "digest": d}
+    return {"task_function": _fn_name(fn), "inferlab_version": _version(), "shared": shared,
+            "tasks": {key: digest(args) for key, args in per_task.items()}, "result_fields": None}
 
 
 def _shared_differences(old: dict, new: dict) -> list[str]:
@@ -222,14 +230,8 @@ def _config_differences(old: dict, new: dict, stored: list[str] | None = None) -
 def _open_folder(folder: Path, config: dict, overwrite: bool) -> dict:
     """The manifest this sweep continues (or starts), after the checks that the folder is this sweep's."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / MANIFEST
     stored = sorted(p.name for p in folder.glob("*.json") if p.name != MANIFEST)
-    old = None
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except ValueError:
-            old = {"task_function": "(unreadable manifest)"}
+    old = _read_manifest(folder)
     if overwrite:
         for name in stored:
             (folder / name).unlink()
@@ -247,8 +249,19 @@ def _open_folder(folder: Path, config: dict, overwrite: bool) -> dict:
     if old is not None:
         manifest["tasks"] = {**old.get("tasks", {}), **config["tasks"]}
         manifest["result_fields"] = old.get("result_fields")
-    write_json(path, manifest)
+    write_json(folder / MANIFEST, manifest)
     return manifest
+
+
+def _read_manifest(folder: Path) -> dict | None:
+    """The folder's manifest, None when there is none (an unreadable one reads as an unknown configuration)."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return {"task_function": "(unreadable manifest)"}
 
 
 def run_config(kind: str, **named: Any) -> dict[str, Any]:
@@ -267,12 +280,8 @@ def claim_run_folder(folder: Path, config: dict, overwrite: bool) -> list[str]:
     earlier run wrote (to remove those the new run does not write again, see :func:`finish_run_folder`).
 
     Raises SweepConfigError for a folder holding another configuration's run, or result files without a manifest."""
-    path = folder / MANIFEST
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except ValueError:
-            old = {"task_function": "(unreadable manifest)"}
+    old = _read_manifest(folder)
+    if old is not None:
         diffs = _config_differences(old, config)
         if diffs and not overwrite:
             raise SweepConfigError(f"{folder} holds a {old.get('task_function')} run with another configuration "
