@@ -53,6 +53,20 @@ def test_injected_permutations_are_undone_exactly(method):
     np.testing.assert_array_equal(permute(pi_s, perms), pi[:, glob])
 
 
+def test_component_quantities_undo_injected_permutations():
+    """SBC's relabelled quantities: every draw's components mapped back to the pivot's labels, per component."""
+    from inference.workflows.relabel import component_quantities
+
+    mu, pi, _, shuffle = scrambled()
+    q = component_quantities(permute(pi, shuffle), permute(mu, shuffle), pivot=0, max_per_key=2)
+    assert set(q) == {f"{n}[{k}{j}]" for k in range(3) for n, j in (("pi", ""), ("mu", ",0"), ("mu", ",1"))}
+    for k in range(3):
+        np.testing.assert_array_equal(q[f"pi[{k}]"], pi[:, k])
+        np.testing.assert_array_equal(q[f"mu[{k},1]"], mu[:, k, 1])
+    with pytest.raises(ValueError, match="pi must be"):
+        component_quantities(pi, mu[:, :2])
+
+
 def test_permute_and_switch_counts():
     x = np.arange(12.0).reshape(2, 3, 2)
     perms = np.array([[2, 0, 1], [0, 1, 2]])
@@ -132,6 +146,25 @@ def test_relabel_mixture_takes_every_method_of_both_mixtures(full, method):
             assert list(out.perms.reshape(C * S, 2)[int(np.argmax(np.asarray(lj).reshape(-1)))]) == [0, 1]
     with pytest.raises(ValueError, match="method must be one of"):
         relabel_mixture(model, data, res, method="sorting")
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["spherical", "full"])
+def test_batched_classification_probs_equal_the_draw_by_draw_ones(full):
+    """relabel_mixture computes p(z_u = k | theta_s, x) for a batch of draws at once; each draw's must be the one the
+    Gibbs sweep uses (a broadcast over the wrong axis would mix draws or components)."""
+    from models import BayesGMMFull
+
+    model = BayesGMMFull(K=3) if full else BayesGMM(K=3)
+    _, data = model.sample(25, 2, torch.Generator().manual_seed(2))
+    res = fit_gibbs(model, data, seed=0, num_samples=6, warmup=5, num_chains=2, progress=False)
+    draws = [torch.as_tensor(np.asarray(res.posterior[k])) for k in ("pi", "mu", model.precision_site)]
+    batched = model.classification_probs(model.prepare(data), *draws)       # (chain, draw, n, K)
+    assert batched.shape == (2, 6, 25, 3)
+    for c in range(2):
+        for s in range(6):
+            one = model._z_probs(model.prepare(data), model.GibbsState(*(d[c, s] for d in draws)))
+            torch.testing.assert_close(batched[c, s], one, rtol=1e-12, atol=1e-15)
+    assert not torch.allclose(batched[0, 0], batched[1, 5])
 
 
 def test_compare_reports_relabelled_components_of_a_mixture(tmp_path):

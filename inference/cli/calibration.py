@@ -44,7 +44,7 @@ def cmd_sbc(args: argparse.Namespace) -> int:
                   warmup=args.warmup or spec.calibration.warmup, thin=args.thin or spec.calibration.thin,
                   bins=args.bins, seed=args.seed, executor=pool,
                   out=Path(args.out) / "replications" if args.out else None, progress=not args.no_progress,
-                  overwrite=args.overwrite)
+                  overwrite=args.overwrite, relabel=args.relabel)
     finally:
         pool.close()
     wall = time.perf_counter() - start
@@ -98,6 +98,9 @@ def add_parsers(sub) -> None:
     sb.add_argument("--bins", type=positive_int, default=10)
     sb.add_argument("--warmup", type=nonneg_int, default=None)
     sb.add_argument("--thin", type=positive_int, default=None)
+    sb.add_argument("--relabel", action="store_true",
+                    help="mixtures: also rank the component parameters pi[k], mu[k,j] after pivotal relabelling (the "
+                         "pivot from an independent chain)")
     sb.add_argument("--scheduler", default=None,
                     help="'local' processes (default), 'serial', or a Dask scheduler address tcp://HOST:PORT")
     sb.add_argument("--workers", type=positive_int, default=None, help="local processes (default: one per core)")

@@ -48,9 +48,15 @@ def quantities(model: Any, data: Any, fields: dict[str, torch.Tensor], max_per_k
 
 
 def sbc_replication(model: Any, method: str, seed: int, size: tuple, num_draws: int = 99, warmup: int = 200,
-                    thin: int = 5, max_per_key: int = 3) -> dict:
+                    thin: int = 5, max_per_key: int = 3, relabel: bool = False) -> dict:
     """One SBC replication: ranks of the true invariant quantities among ``num_draws`` thinned posterior draws.
-    Runs anywhere (a sweep task): one torch thread, all randomness from ``seed``."""
+    Runs anywhere (a sweep task): one torch thread, all randomness from ``seed``.
+
+    relabel: also rank the mixture's component parameters (pi[k], mu[k, j]) after pivotal relabelling. The pivot is
+    the last state of an independent Gibbs chain on the same y (seeded apart), so it depends on y but not on which of
+    the truth and the L draws is which: relabelling is then one fixed map applied to all L + 1 of them, and their
+    exchangeability given y, which makes the rank uniform, survives. (A pivot picked among the kept draws would
+    single one out.)"""
     from inference.gibbs import fit_gibbs
     from inference.nuts import fit_nuts
 
@@ -74,6 +80,14 @@ def sbc_replication(model: Any, method: str, seed: int, size: tuple, num_draws: 
         if k not in fields:
             fields[k] = getattr(state, k).expand((L,) + getattr(state, k).shape)
     draws = quantities(model, data, fields, max_per_key)
+    if relabel:
+        from inference.workflows.relabel import component_quantities
+
+        pivot = fit_gibbs(model, data, seed=seed + 2**40, num_samples=1, warmup=warmup, num_chains=1, progress=False)
+        stack = {k: np.concatenate([np.asarray(pivot.posterior[k])[0], np.asarray(getattr(state, k))[None],
+                                    fields[k].numpy()]) for k in ("pi", "mu")}
+        for k, v in component_quantities(stack["pi"], stack["mu"], pivot=0, max_per_key=max_per_key).items():
+            truth[k], draws[k] = v[1:2], v[2:]
     rank_rng = np.random.default_rng(seed)
     ranks = {}
     for k, t in truth.items():
@@ -140,9 +154,10 @@ class SBCResult:
 
 def sbc(model: Any, method: str = "gibbs", *, num_replications: int = 200, size: tuple, num_draws: int = 99,
         warmup: int = 200, thin: int = 5, bins: int = 10, seed: int = 0, max_per_key: int = 3, executor: Any = None,
-        out=None, progress: bool = True, overwrite: bool = False) -> SBCResult:
+        out=None, progress: bool = True, overwrite: bool = False, relabel: bool = False) -> SBCResult:
     """Simulation-based calibration of ``method`` ("gibbs" or "nuts") on problems of ``size`` drawn from the
-    model's prior; replications run through inference.workflows.sweep (resumable with ``out``)."""
+    model's prior; replications run through inference.workflows.sweep (resumable with ``out``). relabel (mixtures):
+    also the relabelled component parameters (see sbc_replication)."""
     from inference.assemble import check_positive_int
     from inference.workflows.sweep import run_sweep
 
@@ -151,10 +166,13 @@ def sbc(model: Any, method: str = "gibbs", *, num_replications: int = 200, size:
     require(model, Model, Simulates, Invariants, Gibbs if method == "gibbs" else PyroModel, method=f"sbc ({method})")
     check_positive_int("num_replications", num_replications)
     check_positive_int("num_draws", num_draws)
+    if relabel and not all(hasattr(model, a) for a in ("precision_site", "classification_probs")):
+        raise ValueError(f"relabel=True (--relabel) ranks relabelled mixture components; {model.name} is not a mixture")
     if (num_draws + 1) % bins:
         raise ValueError(f"bins ({bins}) must divide num_draws + 1 ({num_draws + 1}) so that the bins are equal")
     tasks = {f"rep-{r:05d}": dict(model=model, method=method, seed=seed * 1_000_003 + r, size=tuple(size),
-                                  num_draws=num_draws, warmup=warmup, thin=thin, max_per_key=max_per_key)
+                                  num_draws=num_draws, warmup=warmup, thin=thin, max_per_key=max_per_key,
+                                  relabel=relabel)
              for r in range(num_replications)}
     results = run_sweep(sbc_replication, tasks, out=out, executor=executor, progress=progress,
                         desc=f"SBC {model.name} {method}", overwrite=overwrite)

@@ -317,8 +317,8 @@ def reference_warning(comp: Comparison) -> list[str]:
     rhat_lj, max_rhat, min_ess = (float(row.get(k, np.nan)) for k in ("rhat_log_joint", "max_rhat", "min_ess"))
     if not (max(np.nan_to_num(rhat_lj), np.nan_to_num(max_rhat)) > 1.01 or min_ess < 100):
         return []
-    return [f"**Warning: the reference {comp.reference} has not converged** (R-hat of the log joint {rhat_lj:.3g}, "
-            f"largest R-hat {max_rhat:.3g}, smallest bulk ESS {min_ess:.3g}; it is the best-converged sampler run): "
+    return [f"**Warning: the reference {comp.reference} has not converged** (R-hat of the log joint {rhat_lj:.3f}, "
+            f"largest R-hat {max_rhat:.3f}, smallest bulk ESS {min_ess:.0f}; it is the best-converged sampler run): "
             "the agreement columns measure the distance from an unconverged chain, not from the posterior. Run it "
             "longer or with more chains.", ""]
 

@@ -27,10 +27,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["stephens", "pivotal", "ecr", "permute", "count_switches", "relabel_mixture", "Relabelled", "METHODS",
+__all__ = ["stephens", "pivotal", "ecr", "permute", "count_switches", "component_quantities", "relabel_mixture", "Relabelled", "METHODS",
            "mixture_report", "align_poisson_mf", "align_gaussian_mf", "poisson_factor_report", "gaussian_factor_report"]
 
 METHODS = ("stephens", "pivotal", "ecr")
+
+# Largest (draws x n x K x d) of classification probabilities computed in one batch.
+_PROBS_BATCH = 4_000_000
 
 
 def _assign(cost: np.ndarray) -> np.ndarray:
@@ -130,6 +133,26 @@ def stephens(probs: np.ndarray, max_iter: int = 100, init: np.ndarray | None = N
     return perms, max_iter
 
 
+def component_quantities(pi: np.ndarray, mu: np.ndarray, pivot: int = 0, max_per_key: int = 3
+                         ) -> dict[str, np.ndarray]:
+    """Scalar per-component quantities of mixture draws after pivotal relabelling: {"pi[k]": (S,), "mu[k,j]": (S,)}
+    for the first ``max_per_key`` coordinates j of each mean. pi (S, K), mu (S, K, d); the draws are aligned to draw
+    ``pivot`` on the standardised (mu, log pi), so the map applied to a draw depends on that draw, the pivot and the
+    per-coordinate scales of the whole set only: used by SBC with the pivot from an independent chain, the truth and
+    the posterior draws are treated alike (their ranks stay uniform)."""
+    pi, mu = np.asarray(pi, dtype=np.float64), np.asarray(mu, dtype=np.float64)
+    if pi.ndim != 2 or mu.ndim != 3 or mu.shape[:2] != pi.shape:
+        raise ValueError(f"pi must be (S, K) and mu (S, K, d), got {pi.shape} and {mu.shape}")
+    perms = pivotal(np.concatenate([mu, np.log(pi)[..., None]], -1), pivot=pivot)
+    pi_r, mu_r = permute(pi, perms), permute(mu, perms)
+    out = {}
+    for k in range(pi.shape[1]):
+        out[f"pi[{k}]"] = pi_r[:, k]
+        for j in range(min(mu.shape[2], max_per_key)):
+            out[f"mu[{k},{j}]"] = mu_r[:, k, j]
+    return out
+
+
 def count_switches(perms: np.ndarray) -> np.ndarray:
     """Label switches per chain: the number of successive draws whose permutations differ. perms (C, S, K) -> (C,)."""
     perms = np.asarray(perms)
@@ -176,11 +199,11 @@ def relabel_mixture(model: Any, data: Any, result: Any, method: str = "stephens"
     flat = {k: np.asarray(post[k]).reshape((C * S,) + np.asarray(post[k]).shape[2:]) for k in ("pi", "mu", site)}
     K = flat["pi"].shape[1]
     data = model.prepare(data)
-    State = model.GibbsState
-    probs = np.empty((C * S, data.shape[0], K))
-    for s in range(C * S):
-        state = State(*(torch.as_tensor(flat[k][s], dtype=data.dtype) for k in ("pi", "mu", site)))
-        probs[s] = model._z_probs(data, state).numpy()
+    n = data.shape[0]
+    step = max(1, _PROBS_BATCH // (n * K * data.shape[1]))
+    probs = np.concatenate([model.classification_probs(data, *(torch.as_tensor(flat[k][i:i + step], dtype=data.dtype)
+                                                                for k in ("pi", "mu", site))).numpy()
+                            for i in range(0, C * S, step)])
     lj = result.sample_stats.get("log_joint", post.get("log_joint"))  # (samplers keep it in sample_stats)
     pivot = int(np.argmax(np.asarray(lj).reshape(-1))) if lj is not None and np.size(lj) == C * S else 0
     iterations = 0

@@ -176,7 +176,12 @@ class BayesMixture:
 
     def _z_probs(self, data: MixtureData, state) -> torch.Tensor:
         """(n, K) p(z_u = j | pi, mu, P, x_u)."""
-        return torch.softmax(torch.log(state.pi)[None] + self.component_log_lik(data, state.mu, state[2]), 1)
+        return self.classification_probs(data, state.pi, state.mu, state[2])
+
+    def classification_probs(self, data: MixtureData, pi: torch.Tensor, mu: torch.Tensor, prec: torch.Tensor
+                             ) -> torch.Tensor:
+        """(..., n, K) p(z_u = j | pi, mu, P, x_u) for draws pi (..., K), mu (..., K, d), P (..., K, ...)."""
+        return torch.softmax(torch.log(pi)[..., None, :] + self.component_log_lik(data, mu, prec), -1)
 
     def gibbs_sweep(self, data: MixtureData, state, generator: torch.Generator):
         """z | pi, mu, P; pi | z ~ Dir(alpha); (mu, P) | z from the conjugate posterior."""

@@ -247,11 +247,11 @@ class BayesGMMFull(BayesMixture):
         return NWParams(self.alpha0 + N, m, beta, W, nu)
 
     def component_log_lik(self, data: MixtureData, mu: torch.Tensor, Lambda: torch.Tensor) -> torch.Tensor:
-        """(n, K) log N(x_u; mu_j, Lambda_j^-1)."""
-        diff = data.X[:, None, :] - mu[None]  # (n, K, D)
-        maha = torch.einsum("nki,kij,nkj->nk", diff, Lambda, diff)
+        """(..., n, K) log N(x_u; mu_j, Lambda_j^-1) for mu (..., K, D), Lambda (..., K, D, D)."""
+        diff = data.X[:, None, :] - mu[..., None, :, :]  # (..., n, K, D)
+        maha = torch.einsum("...nki,...kij,...nkj->...nk", diff, Lambda, diff)
         D = data.shape[1]
-        return 0.5 * torch.logdet(Lambda)[None] - 0.5 * D * LOG_2PI - 0.5 * maha
+        return 0.5 * torch.logdet(Lambda)[..., None, :] - 0.5 * D * LOG_2PI - 0.5 * maha
 
     def prior_log_density(self, data: MixtureData, pi: torch.Tensor, mu: torch.Tensor, Lambda: torch.Tensor) -> torch.Tensor:
         """log p(pi) + log p(Lambda) + log p(mu | Lambda) for one draw."""
