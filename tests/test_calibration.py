@@ -2,7 +2,7 @@
 CAVI, and the sweep executors (serial, local processes, a real Dask LocalCluster; resumable)."""
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -31,6 +31,8 @@ CASES = {
     "gaussian-mf": case("gaussian-mf", K=1),
     "gaussian-mf-bpmf": case("gaussian-mf", options={"prior": "bpmf"}, size=(5, 4, 0.7)),
 }
+# the exact per-factor scale move of Poisson MF Gibbs (eq. 7) passes the same SBC and Geweke tests as the plain sweep
+CASES["poisson-mf-scale-move"] = (replace(CASES["poisson-mf"][0], scale_move=True),) + CASES["poisson-mf"][1:]
 
 
 def test_the_cases_are_the_registry_settings_with_this_tests_choices():
