@@ -8,6 +8,8 @@ methods (compare, calibration, selection, check_model, benchmarks) live in infer
 in inference.cli. Names load on first use, so ``import inference`` is cheap.
 """
 
+from collections.abc import Mapping
+
 from models._lazy import lazy_exports
 
 __all__ = ["fit_cavi", "fit_em", "fit_gibbs", "fit_svi", "fit_nuts", "fit_exact", "fit_bp", "InferenceResult",
@@ -22,7 +24,23 @@ _getattr, __dir__ = lazy_exports(__name__, {
     "compare": "inference.workflows.compare", "FitFailed": "inference.assemble"})
 
 
+class _Methods(Mapping):
+    """METHODS: method name -> fit function, each module imported when its method is first looked up (a CAVI fit
+    does not import Pyro's NUTS)."""
+
+    def __getitem__(self, name: str):
+        if name not in METHOD_NAMES:
+            raise KeyError(name)
+        return _getattr(f"fit_{name}")
+
+    def __iter__(self):
+        return iter(METHOD_NAMES)
+
+    def __len__(self) -> int:
+        return len(METHOD_NAMES)
+
+
 def __getattr__(name: str):
-    if name == "METHODS":  # name -> fit function
-        return {m: _getattr(f"fit_{m}") for m in METHOD_NAMES}
+    if name == "METHODS":
+        return _Methods()
     return _getattr(name)

@@ -112,39 +112,53 @@ class InferenceResult:
                 lines.append(f"  {k}: {self.attrs[k]}")
         return "\n".join(lines)
 
-    # -- ArviZ -------------------------------------------------------------------------------------
-    def to_arviz(self):
-        """An ``arviz.InferenceData`` with posterior, sample_stats and the extra groups point, variational
-        and trace; dims and coords carry the labels; attrs are stored as JSON in the posterior attrs."""
-        az = _arviz()
-        import xarray as xr
-
-        coords = {k: list(v) for k, v in self.coords.items()}
-        idata = az.from_dict(posterior=self.posterior, sample_stats=self.sample_stats or None,
-                             log_likelihood=self.log_likelihood or None,
-                             dims={k: list(v) for k, v in self.dims.items()}, coords=coords)
-        idata.posterior.attrs["inferlab"] = json.dumps(self._meta())
-
-        def dataset(d: dict[str, np.ndarray], lead: tuple[str, ...] = ()) -> xr.Dataset:
-            variables = {}
-            for k, v in d.items():
+    # -- ArviZ and NetCDF ---------------------------------------------------------------------------
+    def _groups(self) -> dict[str, dict[str, tuple[tuple[str, ...], np.ndarray]]]:
+        """The InferenceData layout: group -> variable -> (dimension names, array). Draws lead with (chain, draw),
+        the trace with (chain, iteration) or (iteration,); event axes are named by ``dims`` when the ranks agree,
+        else ``<name>_dim_<i>`` (ArviZ's default)."""
+        def variables(d: dict[str, Any] | None, lead: tuple[str, ...]) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+            out = {}
+            for k, v in (d or {}).items():
+                v = np.asarray(v)
                 event = tuple(self.dims.get(k, ()))
                 if len(event) != v.ndim - len(lead):
                     event = tuple(f"{k}_dim_{i}" for i in range(v.ndim - len(lead)))
-                names = lead + event
-                variables[k] = (names, v)
-            used = {dname for (names, _) in variables.values() for dname in names}
-            return xr.Dataset(variables, coords={k: v for k, v in coords.items() if k in used})
+                out[k] = (lead + event, v)
+            return out
 
-        extra = {"point": dataset(self.point)}
-        if self.variational:
-            extra["variational"] = dataset(self.variational)
-        trace_lead = ("chain", "iteration") if np.ndim(self.trace["objective"]) == 2 else ("iteration",)
-        extra["trace"] = dataset(self.trace, trace_lead)
+        groups = {"posterior": variables(self.posterior, ("chain", "draw")),
+                  "sample_stats": variables(self.sample_stats, ("chain", "draw")),
+                  "log_likelihood": variables(_np(self.log_likelihood), ("chain", "draw")),
+                  "point": variables(self.point, ()), "variational": variables(self.variational, ()),
+                  "trace": variables(self.trace, ("chain", "iteration") if np.ndim(self.trace["objective"]) == 2
+                                     else ("iteration",))}
+        return {g: v for g, v in groups.items() if v or g == "posterior"}
+
+    def _coords(self, variables: dict[str, tuple[tuple[str, ...], np.ndarray]]) -> dict[str, np.ndarray]:
+        """Coordinate values of the dimensions these variables use: the labels in ``coords`` when their length fits,
+        0..n-1 for chain, draw and iteration; other dimensions get none."""
+        sizes = {d: n for dims, v in variables.values() for d, n in zip(dims, v.shape)}
+        out = {}
+        for d, n in sizes.items():
+            if d in self.coords and len(self.coords[d]) == n:
+                out[d] = np.asarray(self.coords[d])
+            elif d in ("chain", "draw", "iteration"):
+                out[d] = np.arange(n)
+        return out
+
+    def to_arviz(self):
+        """An ``arviz.InferenceData`` with posterior, sample_stats, log_likelihood and the extra groups point,
+        variational and trace; dims and coords carry the labels; attrs are stored as JSON in the posterior attrs."""
+        az = _arviz()
+        import xarray as xr
+
+        datasets = {g: xr.Dataset({k: (dims, v) for k, (dims, v) in variables.items()}, coords=self._coords(variables))
+                    for g, variables in self._groups().items()}
+        datasets["posterior"].attrs["inferlab"] = json.dumps(self._meta())
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            idata.add_groups(extra)
-        return idata
+            warnings.simplefilter("ignore", UserWarning)  # point, variational, trace are not ArviZ's own groups
+            return az.InferenceData(**datasets)
 
     def _meta(self) -> dict[str, Any]:
         if isinstance(self.model, dict):  # a loaded result whose model class is not registered here
@@ -155,43 +169,61 @@ class InferenceResult:
                 "dims": {k: list(v) for k, v in self.dims.items()}}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the result as NetCDF (ArviZ InferenceData); a temporary file is renamed into place."""
+        """Write the result as NetCDF-4 in ArviZ's InferenceData layout (``az.from_netcdf`` reads it; so does
+        :meth:`load`). Written directly with h5netcdf, uncompressed (no xarray or ArviZ import: the write costs about
+        what the bytes cost); a temporary file is renamed into place."""
+        import h5py
+        import h5netcdf
+
         path = Path(path)
-        idata = self.to_arviz()
-        with atomic_path(path) as tmp:
-            idata.to_netcdf(tmp, engine="h5netcdf")
+        with atomic_path(path) as tmp, h5netcdf.File(tmp, "w") as f:
+            for name, variables in self._groups().items():
+                g = f.create_group(name)
+                g.dimensions = {d: n for dims, v in variables.values() for d, n in zip(dims, v.shape)}
+                for d, values in self._coords(variables).items():
+                    if values.dtype.kind in "OUS":
+                        g.create_variable(d, (d,), dtype=h5py.string_dtype(), data=values.astype(str).astype(object))
+                    else:
+                        g.create_variable(d, (d,), data=values)
+                for k, (dims, v) in variables.items():
+                    if v.dtype == bool:  # NetCDF has no booleans: int8 marked as xarray marks them
+                        g.create_variable(k, dims, data=v.astype(np.int8)).attrs["dtype"] = "bool"
+                    else:
+                        g.create_variable(k, dims, data=v)
+                if name == "posterior":
+                    g.attrs["inferlab"] = json.dumps(self._meta())
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> InferenceResult:
         """Read a result written by :meth:`save`."""
-        az = _arviz()
+        import h5netcdf
+
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no result file at {path}")
+        groups: dict[str, dict[str, np.ndarray]] = {}
+        coords: dict[str, np.ndarray] = {}
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                idata = az.from_netcdf(path, engine="h5netcdf")
-            meta = json.loads(idata.posterior.attrs["inferlab"])
+            with h5netcdf.File(path, "r") as f:
+                meta = json.loads(f["posterior"].attrs["inferlab"])
+                for name, g in f.groups.items():
+                    groups[name] = {}
+                    for k, v in g.variables.items():
+                        values = v[...]
+                        if k in g.dimensions:
+                            if k not in ("chain", "draw", "iteration"):
+                                coords[k] = np.array([x.decode() if isinstance(x, bytes) else x for x in values]
+                                                     if values.dtype == object else values)
+                        else:
+                            groups[name][k] = np.asarray(values, dtype=bool if v.attrs.get("dtype") == "bool" else None)
         except (OSError, KeyError, ValueError) as exc:
             raise ValueError(f"{path} is not an inferlab result file ({exc})") from exc
         model_cls = registry.model_class(meta["model"]["name"])  # unregistered: the model stays a plain dict
         model = model_cls(**meta["model"]["hyperparameters"]) if model_cls else meta["model"]
-
-        def group(name: str, drop_chain_draw: bool = False) -> dict[str, np.ndarray] | None:
-            if name not in idata.groups():
-                return None
-            return {k: v.values for k, v in idata[name].data_vars.items()}
-
-        coords = {}
-        for k, v in idata.posterior.coords.items():
-            if k not in ("chain", "draw"):
-                coords[k] = v.values
-        sample_stats = group("sample_stats") or {}
-        return cls(meta["method"], model, group("posterior"), group("point") or {}, group("variational"),
-                   group("trace") or {}, sample_stats, meta["attrs"],
-                   {k: tuple(v) for k, v in meta["dims"].items()}, coords, None, group("log_likelihood") or {})
+        return cls(meta["method"], model, groups["posterior"], groups.get("point", {}), groups.get("variational"),
+                   groups.get("trace", {}), groups.get("sample_stats", {}), meta["attrs"],
+                   {k: tuple(v) for k, v in meta["dims"].items()}, coords, None, groups.get("log_likelihood", {}))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -223,19 +255,45 @@ def mcse_mean(draws: np.ndarray) -> np.ndarray:
 
 
 def psis_khat(log_weights: np.ndarray) -> float:
-    """Pareto k-hat of importance weights log p(theta, y) - log q(theta) over draws from q (Vehtari et al.,
-    PSIS): below 0.5 the approximation is good for importance sampling, 0.5-0.7 usable, above 0.7 unreliable.
-    NaN with fewer than 20 draws."""
-    az = _arviz()
+    """Pareto k-hat of importance weights log p(theta, y) - log q(theta) over S draws from q (Vehtari et al., PSIS):
+    below 0.5 the approximation is good for importance sampling, 0.5-0.7 usable, above 0.7 unreliable. NaN with
+    fewer than 20 draws, inf with non-finite weights or a tail of 4 or fewer draws.
+
+    The generalised Pareto shape of the largest M = ceil(min(S / 5, 3 sqrt(S))) weights (above the (M + 1)-th
+    largest, u), by the empirical Bayes estimate of Zhang and Stephens (2009) with PSIS's weakly informative prior
+    on k (``_gpd_shape``). Written in NumPy so that a CAVI fit needs no ArviZ import; equal to ArviZ's psislw k to
+    rounding (tests/test_results.py)."""
     lw = np.asarray(log_weights, dtype=np.float64).reshape(-1)
     if lw.size < 20:  # too few draws to fit the Pareto tail
         return float("nan")
     if not np.all(np.isfinite(lw)):
         return float("inf")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _, k = az.psislw(lw - lw.max())
-    return float(np.asarray(k).reshape(-1)[0])
+    S = lw.size
+    x = lw - lw.max()
+    M = int(np.ceil(min(S / 5.0, 3 * np.sqrt(S))))
+    u = max(np.sort(x)[-M - 1], np.log(np.finfo(float).tiny))   # the tail is everything above u
+    tail = np.sort(x[x > u])
+    if tail.size <= 4:
+        return float("inf")
+    return _gpd_shape(np.exp(tail) - np.exp(u))
+
+
+def _gpd_shape(y: np.ndarray) -> float:
+    """Shape k of a generalised Pareto fitted to exceedances y (n,), sorted ascending, > 0 (Zhang and Stephens 2009).
+    With theta = -k / sigma the shape given theta is k(theta) = mean log(1 - theta y) and the profile
+    log-likelihood n (log(-theta / k(theta)) - k(theta) - 1); theta is its posterior mean over m = 30 + floor(sqrt n)
+    grid points theta_j = 1 / y_n + (1 - sqrt(m / (j - 1/2))) / (3 y_(first quartile)) weighted by the profile
+    likelihood; k = k(theta), then pulled towards 0.5 by a prior worth 10 observations."""
+    n = y.size
+    m = 30 + int(np.sqrt(n))
+    theta = 1 / y[-1] + (1 - np.sqrt(m / (np.arange(1, m + 1) - 0.5))) / (3 * y[int(n / 4 + 0.5) - 1])
+    k = np.log1p(-theta[:, None] * y).mean(1)        # k(theta_j)
+    log_lik = n * (np.log(-theta / k) - k - 1)
+    w = 1 / np.exp(log_lik - log_lik[:, None]).sum(1)   # softmax of log_lik, computed without overflow
+    keep = w >= 10 * np.finfo(float).eps
+    theta_post = np.sum(theta[keep] * w[keep]) / w[keep].sum()
+    k_post = np.log1p(-theta_post * y).mean()
+    return float((n * k_post + 10 * 0.5) / (n + 10))
 
 
 def sampler_diagnostic_figures(result: "InferenceResult", var: str, max_entries: int = 4) -> dict[str, Any]:

@@ -50,7 +50,8 @@ def test_arviz_functions_run(runs):
 
 def test_failed_write_leaves_nothing(runs, tmp_path, monkeypatch):
     res = runs[0]
-    monkeypatch.setattr(InferenceResult, "to_arviz", lambda self: (_ for _ in ()).throw(RuntimeError("boom")))
+    # fails inside the write, after the temporary file is open and a group written
+    monkeypatch.setattr(InferenceResult, "_coords", lambda self, v: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError):
         res.save(tmp_path / "r.nc")
     assert list(tmp_path.iterdir()) == []
@@ -62,3 +63,44 @@ def test_load_errors(tmp_path):
     (tmp_path / "junk.nc").write_text("junk")
     with pytest.raises(ValueError, match="not an inferlab result"):
         InferenceResult.load(tmp_path / "junk.nc")
+
+
+@pytest.mark.parametrize("case", ["normal", "student-t", "skewed", "light", "few-tail"])
+def test_psis_khat_equals_arviz_psislw(case):
+    """The NumPy PSIS k-hat (no ArviZ import on CAVI's path) against ArviZ's psislw on weights of every regime."""
+    import arviz as az
+
+    from inference.results import psis_khat
+
+    rng = np.random.default_rng(3)
+    lw = {"normal": rng.standard_normal(400), "student-t": np.log(np.abs(rng.standard_t(1.5, 1000))),
+          "skewed": 3 * rng.gamma(0.5, size=2000) - 40.0, "light": -rng.exponential(size=100) ** 2,
+          "few-tail": np.r_[np.zeros(40), rng.standard_normal(5)]}[case]
+    _, k_az = az.psislw(lw - lw.max())
+    expected = float(np.asarray(k_az).reshape(-1)[0])
+    assert psis_khat(lw) == pytest.approx(expected, rel=1e-10, abs=1e-12)
+    assert np.isnan(psis_khat(lw[:19])) and psis_khat(np.r_[lw, np.inf]) == np.inf
+
+
+def test_saved_file_is_the_arviz_inference_data(runs, tmp_path):
+    """save writes NetCDF directly (h5netcdf, no ArviZ): az.from_netcdf must read the same groups, variables, dims,
+    coordinates (string labels too) and the booleans back as booleans; load gets the labels back as str."""
+    az = _arviz()
+    res = runs[1]
+    res = InferenceResult(res.method, res.model, res.posterior, res.point, res.variational, res.trace,
+                          {**res.sample_stats, "diverging": np.zeros(res.sample_stats["log_joint"].shape, bool)},
+                          res.attrs, res.dims, {**res.coords, "row": np.array([f"user {i}" for i in
+                                                                              range(len(res.coords["row"]))])})
+    disk = az.from_netcdf(res.save(tmp_path / "r.nc"), engine="h5netcdf")
+    mem = res.to_arviz()
+    assert set(disk.groups()) == set(mem.groups()) >= {"posterior", "sample_stats", "point", "trace"}
+    for g in mem.groups():
+        assert set(disk[g].data_vars) == set(mem[g].data_vars)
+        for k, v in mem[g].data_vars.items():
+            assert disk[g][k].dims == v.dims
+            np.testing.assert_array_equal(disk[g][k].values, v.values)
+    assert disk.sample_stats["diverging"].dtype == bool
+    assert list(disk.posterior["row"].values[:2]) == ["user 0", "user 1"]
+    assert disk.posterior.attrs["inferlab"] == mem.posterior.attrs["inferlab"]
+    back = InferenceResult.load(tmp_path / "r.nc")
+    assert back.coords["row"][1] == "user 1" and back.sample_stats["diverging"].dtype == bool

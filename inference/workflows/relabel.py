@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["stephens", "pivotal", "ecr", "permute", "count_switches", "component_quantities", "relabel_mixture", "Relabelled", "METHODS",
+__all__ = ["stephens", "pivotal", "ecr", "permute", "count_switches", "component_quantities", "relabel_mixture",
+           "Relabelled", "METHODS",
            "mixture_report", "align_poisson_mf", "align_gaussian_mf", "poisson_factor_report", "gaussian_factor_report"]
 
 METHODS = ("stephens", "pivotal", "ecr")

@@ -98,6 +98,18 @@ class CaviState(NamedTuple):
     alloc: Allocation
 
 
+def _gamma_kl_sum(shape: torch.Tensor, rate1: torch.Tensor, digamma_shape: torch.Tensor, a: float, b: float
+                  ) -> torch.Tensor:
+    """sum_nk KL(Ga(shape_nk, rate_k) || Ga(a, b)) for q's whose rate is shared by each column: shape (..., n, K),
+    rate1 (..., 1, K), digamma_shape = digamma(shape). The elementwise KL (models.conjugate.gamma_kl)
+    (a_q - a) digamma(a_q) - lgamma(a_q) + lgamma(a) + a (log b_q - log b) + a_q (b - b_q) / b_q, with the terms in
+    b_q summed per column."""
+    n = shape.shape[-2]
+    col = shape.sum(-2, keepdim=True)
+    return (((shape - a) * digamma_shape).sum() - torch.lgamma(shape).sum() + n * shape.shape[-1] * math.lgamma(a)
+            + (a * n * (torch.log(rate1) - math.log(b)) + col * (b - rate1) / rate1).sum())
+
+
 class PoissonMFVB:
     """The CAVI hooks of PoissonMF (a mixin: it reads K, a_theta, b_theta, a_eta, b_eta and the conditionals)."""
 
@@ -252,16 +264,27 @@ class PoissonMFVB:
         p, alloc = state
         E_e = p.eta_shape / p.eta_rate
         ts, tr = self.theta_conditional(alloc.c_theta, E_e)                                  # eq. 3
-        E_t, El_t = gamma_expectations(ts, tr)
-        es, er = self.eta_conditional(alloc.c_eta, E_t)                                      # eq. 4
-        E_e, El_e = gamma_expectations(es, er)
-        E = (E_t, El_t, E_e, El_e)
-        if elbo_at == "after_eta":
-            elbo = self._elbo_terms(data, PoissonMFParams(ts, tr, es, er, p.phi_theta, p.phi_eta), alloc, E)
-        new_alloc = self.allocate(data, El_t, El_e)                                          # eq. 5
+        # the rate of eq. 3 is b_theta + sum_m E[eta_mk], the same for every row: log and ratios per factor (1, K)
+        tr1 = tr[..., :1, :]
+        dg_t = torch.digamma(ts)
+        El_t = dg_t - torch.log(tr1)
+        sum_E_t = ts.sum(-2, keepdim=True) / tr1                                              # sum_n E[theta_nk]
+        es, er = self.eta_conditional(alloc.c_eta, sum_E_t)                                   # eq. 4
+        er1 = er[..., :1, :]
+        dg_e = torch.digamma(es)
+        El_e = dg_e - torch.log(er1)
+        sum_E_e = es.sum(-2, keepdim=True) / er1
         new = PoissonMFParams(ts, tr, es, er, El_t, El_e)
+        if elbo_at == "after_eta":
+            E = (ts / tr1, El_t, es / er1, El_e)
+            elbo = self._elbo_terms(data, new._replace(phi_theta=p.phi_theta, phi_eta=p.phi_eta), alloc, E)
+        new_alloc = self.allocate(data, El_t, El_e)                                          # eq. 5
         if elbo_at == "after_z":
-            elbo = self._elbo_terms(data, new, new_alloc, E)
+            # eq. 6 at phi = E[log theta], E[log eta]: the terms sum E[z] (E[log theta] - phi) vanish; the rest by
+            # factor sums, since each rate is shared by its column
+            elbo = (new_alloc.x_log_norm - (sum_E_t * sum_E_e).sum() - data.log_factorial_sum()
+                    - _gamma_kl_sum(ts, tr1, dg_t, self.a_theta, self.b_theta)
+                    - _gamma_kl_sum(es, er1, dg_e, self.a_eta, self.b_eta))
         return CaviState(new, new_alloc), elbo
 
     def objective_attrs(self, data: CountMatrix, elbo: float) -> dict[str, float]:
