@@ -70,7 +70,8 @@ def gamma_log_pdf(t: torch.Tensor, shape: float | torch.Tensor, rate: float | to
     """Elementwise log Ga(t; shape, rate), every constant included."""
     shape = torch.as_tensor(shape, dtype=t.dtype, device=t.device)
     rate = torch.as_tensor(rate, dtype=t.dtype, device=t.device)
-    return shape * torch.log(rate) + torch.xlogy(shape - 1, t) - rate * t - torch.lgamma(shape)  # 0 log 0 = 0 at shape 1
+    # the normaliser on the parameters' shape first: draws t (S, ...) of one q pay for S lgammas less
+    return (shape * torch.log(rate) - torch.lgamma(shape)) + torch.xlogy(shape - 1, t) - rate * t  # 0 log 0 = 0 at shape 1
 
 
 def poisson_log_pmf(x: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:

@@ -93,6 +93,10 @@ def test_log_joint_matches_pyro_collapsed_model_and_dense_poisson(cfg):
              + td.Poisson(theta @ eta.T).log_prob(X.to_dense()).sum())
     torch.testing.assert_close(closed, dense, rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(pyro_lp, dense, rtol=1e-12, atol=1e-9)
+    # one draw takes the sampled sparse product, a batch of draws the gathered one: the same values
+    batch = model.log_joint(X, torch.stack([theta, 2 * theta]), torch.stack([eta, eta / 3]))
+    torch.testing.assert_close(batch, torch.stack([closed, model.log_joint(X, 2 * theta, eta / 3)]),
+                               rtol=1e-12, atol=1e-9)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)

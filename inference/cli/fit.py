@@ -33,7 +33,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         for line in spec.fit_report(model, result.data, result, context):
             print(line)
     if args.out:
-        path = result.save(Path(args.out) / f"{args.method}.nc")
+        path = result.save(Path(args.out) / f"{args.method}.nc", site_draws=True if args.save_draws else None)
         print(f"saved {path}")
     return 0
 
@@ -118,6 +118,10 @@ def add_parsers(sub) -> None:
     f.add_argument("--chains", type=positive_int, default=2, help="chains (Gibbs, NUTS)")
     f.add_argument("--float32", action="store_true", help="float32 instead of float64 (closed-form methods)")
     f.add_argument("--device", default="cpu", help="torch device for closed-form methods (cpu, cuda)")
+    f.add_argument("--save-draws", action="store_true",
+                   help="--out: also write the variational methods' draws of every site and the pointwise log "
+                        "likelihood (by default their result file holds q's parameters, the point estimates and the "
+                        "draws of the invariant quantities; samplers always write their draws)")
     f.set_defaults(func=cmd_fit)
 
     c = sub.add_parser("compare", help="fit several methods on one data set and tabulate them")

@@ -39,7 +39,7 @@ import torch
 from models.conjugate import (gamma_log_pdf, gamma_posterior, multinomial_log_pmf, poisson_log_pmf, sample_gamma,
                               sample_gig, sample_multinomial)
 from models.data import CountMatrix, as_count_matrix
-from models.poisson_mf.vb import PoissonMFVB
+from models.poisson_mf.vb import PoissonMFVB, sampled_products
 from models.protocol import Conditional, warm_gibbs_state
 
 __all__ = ["PoissonMF", "GibbsState"]
@@ -202,7 +202,10 @@ class PoissonMF(PoissonMFVB):
             return torch.stack([self.log_joint(data, t, e) for t, e in zip(flat_t, flat_e)]).reshape(batch)
         lp = gamma_log_pdf(theta, self.a_theta, self.b_theta).sum((-2, -1))
         lp = lp + gamma_log_pdf(eta, self.a_eta, self.b_eta).sum((-2, -1))
-        rate_nz = (theta.index_select(-2, data.rows) * eta.index_select(-2, data.cols)).sum(-1)
+        if theta.dim() == 2 and not (theta.requires_grad or eta.requires_grad):
+            rate_nz = sampled_products(data, theta, eta)
+        else:
+            rate_nz = (theta.index_select(-2, data.rows) * eta.index_select(-2, data.cols)).sum(-1)
         lik = torch.xlogy(data.values, rate_nz).sum(-1) - data.log_factorial_sum()
         return lp + lik - (theta.sum(-2) * eta.sum(-2)).sum(-1)
 

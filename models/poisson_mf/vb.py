@@ -98,6 +98,14 @@ class CaviState(NamedTuple):
     alloc: Allocation
 
 
+def sampled_products(data: CountMatrix, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """(nnz,) A_n . B_m at the nonzero cells (n, m), in the data's (row-major) order: a sampled dense-dense product
+    on the nonzero pattern, O(nnz K) with no (nnz, K) temporary. A (N, K), B (M, K); not differentiable."""
+    s = data.csr_structure()
+    pattern = torch.sparse_csr_tensor(s["crow"], data.cols, torch.ones_like(data.values), data.shape)
+    return torch.sparse.sampled_addmm(pattern, A, B.T, beta=0.0).values()
+
+
 def _gamma_kl_sum(shape: torch.Tensor, rate1: torch.Tensor, digamma_shape: torch.Tensor, a: float, b: float
                   ) -> torch.Tensor:
     """sum_nk KL(Ga(shape_nk, rate_k) || Ga(a, b)) for q's whose rate is shared by each column: shape (..., n, K),
@@ -135,8 +143,7 @@ class PoissonMFVB:
         shift_e = phi_eta.max(-1).values
         A_t = torch.exp(phi_theta - shift_t[:, None])
         A_e = torch.exp(phi_eta - shift_e[:, None])
-        pattern = torch.sparse_csr_tensor(s["crow"], data.cols, torch.ones_like(data.values), (N, M))
-        norm = torch.sparse.sampled_addmm(pattern, A_t, A_e.T, beta=0.0).values()
+        norm = sampled_products(data, A_t, A_e)
         if bool((norm > _FAST_PATH_MIN_NORM).all()):
             ratio = data.values / norm
             c_theta = A_t * (torch.sparse_csr_tensor(s["crow"], data.cols, ratio, (N, M)) @ A_e)
