@@ -74,3 +74,20 @@ def test_batched_chains_sample_the_same_posterior_as_sequential_chains(small_pro
     with pytest.raises(ValueError, match="cannot sweep chains as one batch"):
         from models import BayesGMM
         fit_gibbs(BayesGMM(K=2), np.zeros((5, 2)), seed=0, num_samples=2, batched=True, progress=False)
+
+
+def test_nuts_chains_in_processes_are_the_sequential_chains():
+    """fit_nuts(processes=2) runs each chain in a spawned process from the same per-chain seed: the same draws as
+    one after another (a chain given another chain's seed, or the same seed twice, would differ)."""
+    from inference import fit_nuts
+
+    model = PoissonMF(K=2)
+    _, X = model.sample(5, 4, torch.Generator().manual_seed(0))
+    kw = dict(seed=3, num_samples=15, warmup=15, num_chains=2, progress=False)
+    one_by_one, parallel = fit_nuts(model, X, **kw), fit_nuts(model, X, processes=2, **kw)
+    assert parallel.attrs["processes"] == 2 and one_by_one.attrs["processes"] == 1
+    for k in ("theta", "eta", "rate"):
+        np.testing.assert_allclose(parallel.posterior[k], one_by_one.posterior[k], rtol=1e-10)
+    assert not np.allclose(parallel.posterior["rate"][0], parallel.posterior["rate"][1])
+    with pytest.raises(ValueError, match="processes must be an integer >= 0"):
+        fit_nuts(model, X, processes=-1, **kw)

@@ -34,7 +34,7 @@ DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "cavi": {"num_iters": 200},
     "gibbs": {"num_samples": 1000, "warmup": 500, "num_chains": 4},
     "svi": {"num_iters": 1500, "lr": 0.05},
-    "nuts": {"num_samples": 200, "warmup": 200, "num_chains": 2, "jit": True},
+    "nuts": {"num_samples": 200, "warmup": 200, "num_chains": 2, "jit": True, "processes": 0},  # chains in parallel
     "em": {"num_iters": 1000, "num_restarts": 5},
     "exact": {"num_samples": 1000},
     "bp": {"num_iters": 200},
@@ -123,7 +123,9 @@ def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("c
         kw.update((settings or {}).get(name, {}))
         results[name] = METHODS[name](model, train, seed=seed, progress=progress, **kw)
     inv = _invariant_name(model)
-    reference = pick_reference(results, inv)
+    # R-hat and ESS once per sampler (ArviZ's are seconds on thousands of draws of hundreds of quantities)
+    convergence = {name: sampler_convergence(res, inv) for name, res in results.items() if _is_sampler(res)}
+    reference = pick_reference(results, inv, convergence)
     ref_draws = results[reference].posterior[inv]
     ref_mean, ref_se, ref_exact = _mean_se(model, train, results[reference], inv)
     ref_sd = ref_draws.std((0, 1))
@@ -140,11 +142,11 @@ def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("c
         draws = res.posterior[inv]
         if _is_sampler(res):  # samplers: diagnostics on the invariant quantities
             # (a quantity constant in every chain, such as a pixel no chain ever changes, has no ESS or R-hat)
-            min_ess = float(np.nanmin(ess(draws)))
+            max_rhat, min_ess = convergence[name]
             row["min_ess"] = min_ess
             row["s_per_ess"] = res.wall_time / min_ess
             row["min_ess_tail"] = float(np.nanmin(ess(draws, "tail")))
-            row["max_rhat"] = float(np.nanmax(rhat(draws)))
+            row["max_rhat"] = max_rhat
             lj = res.sample_stats.get("log_joint")
             if lj is not None:
                 row["rhat_log_joint"] = float(rhat(np.asarray(lj)))
@@ -294,14 +296,16 @@ def sampler_convergence(res: InferenceResult, inv: str) -> tuple[float, float]:
     return float(np.nanmax(rhat(draws))), float(np.nanmin(ess(draws)))
 
 
-def pick_reference(results: dict[str, InferenceResult], inv: str) -> str:
+def pick_reference(results: dict[str, InferenceResult], inv: str,
+                   convergence: dict[str, tuple[float, float]] | None = None) -> str:
     """The reference for agreement: exact inference when it ran; else the first sampler of REFERENCE_ORDER that has
     converged on ``inv`` (R-hat <= 1.01 and bulk ESS >= 100); else the best-converged sampler (smallest R-hat; its
-    row is flagged by :func:`reference_warning`); else the first method of REFERENCE_ORDER that ran."""
+    row is flagged by :func:`reference_warning`); else the first method of REFERENCE_ORDER that ran.
+    convergence: the samplers' :func:`sampler_convergence`, when already computed."""
     if "exact" in results:
         return "exact"
     samplers = [m for m in REFERENCE_ORDER if m in results and _is_sampler(results[m])]
-    diagnostics = {m: sampler_convergence(results[m], inv) for m in samplers}
+    diagnostics = {m: (convergence or {}).get(m) or sampler_convergence(results[m], inv) for m in samplers}
     for m in samplers:
         r, e = diagnostics[m]
         if r <= CONVERGED_RHAT and e >= CONVERGED_ESS:
