@@ -12,14 +12,15 @@ from collections.abc import Mapping
 
 from models._lazy import lazy_exports
 
-__all__ = ["fit_cavi", "fit_em", "fit_gibbs", "fit_svi", "fit_nuts", "fit_exact", "fit_bp", "InferenceResult",
-           "METHODS", "METHOD_NAMES", "check_model", "compare", "FitFailed"]
+__all__ = ["fit_cavi", "fit_em", "fit_gibbs", "fit_svi", "fit_nuts", "fit_exact", "fit_bp", "fit_stochastic",
+           "InferenceResult", "METHODS", "METHOD_NAMES", "check_model", "compare", "FitFailed"]
 
-METHOD_NAMES = ("exact", "cavi", "gibbs", "svi", "nuts", "bp", "em")
+METHOD_NAMES = ("exact", "cavi", "gibbs", "svi", "nuts", "bp", "em", "stochastic")
 
 _getattr, __dir__ = lazy_exports(__name__, {
     "fit_cavi": "inference.cavi", "fit_em": "inference.em", "fit_gibbs": "inference.gibbs",
     "fit_svi": "inference.svi", "fit_nuts": "inference.nuts", "fit_exact": "inference.exact", "fit_bp": "inference.bp",
+    "fit_stochastic": "inference.stochastic",
     "InferenceResult": "inference.results", "check_model": "inference.workflows.checks",
     "compare": "inference.workflows.compare", "FitFailed": "inference.assemble"})
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # annotations only: importing the protocol costs nothing
     import torch
 
 __all__ = ["Model", "LogJoint", "Invariants", "Simulates", "HeldOut", "PointwiseLogLik", "VariationalFamily", "CAVI",
+           "StochasticVI",
            "Gibbs", "BatchedGibbs", "EM", "PyroModel", "NUTSReparam", "SVI", "Conditionals", "Conditional",
            "Augmented", "PyroSites", "ExactInference", "MessagePassing", "MissingCapability", "require", "missing_hooks",
            "capabilities", "CAPABILITIES", "warm_gibbs_state"]
@@ -157,6 +158,19 @@ class CAVI(Protocol):
     def elbo(self, data: Any, q: Any) -> torch.Tensor: ...
 
     def objective_attrs(self, data: Any, elbo: float) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class StochasticVI(Protocol):
+    """Closed-form stochastic variational inference on row blocks of the data (inference/stochastic.py): the initial
+    q from one pass over the blocks; one iteration on a minibatch of rows with step rho (the local step, then the
+    global parameters moved by rho towards their estimate from the batch); the ELBO at q over all blocks."""
+
+    def stochastic_init(self, blocks: Any, generator: torch.Generator) -> Any: ...
+
+    def stochastic_step(self, blocks: Any, q: Any, rows: Any, rho: float, local_iters: int = 1) -> Any: ...
+
+    def stochastic_elbo(self, blocks: Any, q: Any, log_factorial_sum: float) -> float: ...
 
 
 @runtime_checkable
@@ -323,8 +337,9 @@ def warm_gibbs_state(model: Any, data: Any, generator: torch.Generator, sweeps: 
     return state
 
 
-CAPABILITIES = (Model, LogJoint, Invariants, Simulates, HeldOut, PointwiseLogLik, CAVI, Gibbs, BatchedGibbs, EM,
-                PyroModel, NUTSReparam, SVI, Conditionals, Augmented, PyroSites, ExactInference, MessagePassing)
+CAPABILITIES = (Model, LogJoint, Invariants, Simulates, HeldOut, PointwiseLogLik, CAVI, StochasticVI, Gibbs,
+                BatchedGibbs, EM, PyroModel, NUTSReparam, SVI, Conditionals, Augmented, PyroSites, ExactInference,
+                MessagePassing)
 
 
 def _members(protocol: type) -> list[str]:

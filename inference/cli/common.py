@@ -240,8 +240,13 @@ def method_kwargs(spec: registry.ModelSpec, args: argparse.Namespace) -> dict[st
                           "dtype": torch.float32 if getattr(args, "float32", False) else torch.float64,
                           "device": device}
     m = args.method
-    if m in ("cavi", "svi", "em", "bp"):
+    if m in ("cavi", "svi", "em", "bp", "stochastic"):
         kw["num_iters"] = args.iters
+    if m == "stochastic":
+        kw.update({k: getattr(args, k) for k in ("batch_size", "tau", "kappa", "local_iters")
+                   if getattr(args, k, None) is not None})
+    elif any(getattr(args, k, None) is not None for k in ("batch_size", "tau", "kappa", "local_iters")):
+        raise UsageError("--batch-size, --tau, --kappa and --local-iters are options of --method stochastic")
     if m in ("gibbs", "nuts"):
         kw["num_samples"] = args.samples if args.samples is not None else args.iters
         kw["num_chains"] = args.chains

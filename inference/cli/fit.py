@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from inference.cli.common import (UsageError, add_model_arguments, add_overwrite_option, default_K, load_data,
-                                  make_model, method_kwargs, positive_int, spec_of)
+                                  make_model, method_kwargs, nonneg_float, positive_int, spec_of)
 
 __all__ = ["add_parsers"]
 
@@ -113,11 +113,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 def add_parsers(sub) -> None:
     f = sub.add_parser("fit", help="fit one model by one method, print a summary and save the result")
     add_model_arguments(f)
-    f.add_argument("--method", required=True, help="exact, cavi, gibbs, svi, nuts, bp (loopy belief propagation) or "
-                                                   "em (the posterior mode)")
+    f.add_argument("--method", required=True, help="exact, cavi, gibbs, svi, nuts, bp (loopy belief propagation), "
+                                                   "em (the posterior mode) or stochastic (closed-form stochastic VI)")
     f.add_argument("--chains", type=positive_int, default=2, help="chains (Gibbs, NUTS)")
     f.add_argument("--float32", action="store_true", help="float32 instead of float64 (closed-form methods)")
     f.add_argument("--device", default="cpu", help="torch device for closed-form methods (cpu, cuda)")
+    f.add_argument("--batch-size", type=positive_int, default=None,
+                   help="stochastic: rows per iteration (default: a tenth of the rows)")
+    f.add_argument("--tau", type=nonneg_float, default=None, help="stochastic: steps rho_t = (tau + t)^-kappa (1)")
+    f.add_argument("--kappa", type=nonneg_float, default=None, help="stochastic: step decay in (0.5, 1] (0.7)")
+    f.add_argument("--local-iters", type=positive_int, default=None,
+                   help="stochastic: local-step alternations per batch (1)")
     f.add_argument("--save-draws", action="store_true",
                    help="--out: also write the variational methods' draws of every site and the pointwise log "
                         "likelihood (by default their result file holds q's parameters, the point estimates and the "

@@ -22,16 +22,17 @@ from inference.results import InferenceResult, ess, mcse_mean, rhat, sampler_dia
 from inference.workflows.plots import save_figure, use_agg
 from models._io import write_text
 from models.protocol import (CAVI, EM, SVI, ExactInference, Gibbs, HeldOut, Invariants, LogJoint, MessagePassing, Model,
-                             PyroModel, require)
+                             PyroModel, StochasticVI, require)
 
 __all__ = ["compare", "Comparison", "DEFAULT_SETTINGS", "REFERENCE_ORDER", "reference_warning", "pick_reference",
            "sampler_convergence"]
 
 # The exactness order used to pick the reference method: exact, then asymptotically exact samplers.
-REFERENCE_ORDER = ("exact", "gibbs", "nuts", "cavi", "svi", "bp", "em")
+REFERENCE_ORDER = ("exact", "gibbs", "nuts", "cavi", "svi", "stochastic", "bp", "em")
 
 DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "cavi": {"num_iters": 200},
+    "stochastic": {"num_iters": 300},
     "gibbs": {"num_samples": 1000, "warmup": 500, "num_chains": 4},
     "svi": {"num_iters": 1500, "lr": 0.05},
     "nuts": {"num_samples": 200, "warmup": 200, "num_chains": 2, "jit": True, "processes": 0},  # chains in parallel
@@ -77,7 +78,7 @@ def _is_sampler(res: InferenceResult) -> bool:
 
 # The capabilities each method needs (checked before any fit starts).
 NEEDS = {"cavi": (CAVI,), "gibbs": (Gibbs, LogJoint), "svi": (SVI, PyroModel), "nuts": (PyroModel,),
-         "em": (EM, LogJoint), "exact": (ExactInference,), "bp": (MessagePassing,)}
+         "em": (EM, LogJoint), "exact": (ExactInference,), "bp": (MessagePassing,), "stochastic": (StochasticVI,)}
 
 
 def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("cavi", "gibbs", "svi", "nuts", "em"),

@@ -39,6 +39,7 @@ import torch
 from models.conjugate import (gamma_log_pdf, gamma_posterior, multinomial_log_pmf, poisson_log_pmf, sample_gamma,
                               sample_gig, sample_multinomial)
 from models.data import CountMatrix, as_count_matrix
+from models.poisson_mf.stochastic import PoissonMFStochastic
 from models.poisson_mf.vb import PoissonMFVB, sampled_products
 from models.protocol import Conditional, warm_gibbs_state
 
@@ -62,7 +63,7 @@ def _positive_finite(name: str, value: Any) -> float:
 
 
 @dataclass(frozen=True)
-class PoissonMF(PoissonMFVB):
+class PoissonMF(PoissonMFVB, PoissonMFStochastic):
     """Poisson-gamma matrix factorisation: hyperparameters only (no data, no fitted state).
 
     Args:

@@ -1,0 +1,167 @@
+"""Closed-form stochastic variational inference for Poisson MF (Hoffman, Blei, Wang and Paisley 2013; the Poisson
+factorisation form of Gopalan, Hofman and Blei 2015), and row-block access to counts in memory or on disk.
+
+Rows (users) are local, columns (items) global. One iteration takes a minibatch B of rows:
+    local step, for n in B (``local_iters`` times):
+        lambda_nmk ∝ exp(E[log theta_nk] + E[log eta_mk]) on the nonzeros of row n               (eq. 5)
+        q(theta_n) = Ga(a_theta + sum_m x_nm lambda_nmk, b_theta + sum_m E[eta_mk])               (eq. 3)
+    global step, with the row sums scaled by N / |B| as if every row were like the batch's:
+        eta_hat = Ga(a_eta + (N / |B|) sum_{n in B} x_nm lambda_nmk, b_eta + (N / |B|) sum_{n in B} E[theta_nk])
+        (shape, rate of q(eta)) <- (1 - rho_t) (shape, rate) + rho_t eta_hat,  rho_t = (tau + t)^-kappa        (eq. 8)
+Gamma shape and rate are the natural parameters (up to sign and a shift), so eq. 8 is a natural-gradient step on the
+ELBO (Hoffman et al., eq. 14). With B = every row, rho_t = 1 (kappa = 0) and one local iteration, an iteration is
+exactly a CAVI sweep: lambda from (theta, eta), theta, then eta from that lambda and the new theta. Memory: q(theta)
+(N, K) and q(eta) (M, K) plus the batch's (nnz_B, K) responsibilities; the counts are read by row blocks
+(:class:`RowBlocks`, memory-mapped from disk when the matrix does not fit in memory).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.conjugate import gamma_expectations, gamma_kl
+
+__all__ = ["RowBlocks", "PoissonMFStochastic"]
+
+
+class RowBlocks:
+    """Counts as compressed sparse rows: indptr (N + 1,), cols (nnz,), values (nnz,), NumPy arrays or memory maps.
+
+    ``RowBlocks.from_counts(data)`` wraps a CountMatrix; ``RowBlocks.save(folder, indptr, cols, values, shape)`` writes
+    the three arrays (``.npy``) and ``shape.json``; ``RowBlocks.open(folder)`` maps them without reading them, so a
+    matrix larger than memory is read one batch of rows at a time."""
+
+    def __init__(self, indptr: np.ndarray, cols: np.ndarray, values: np.ndarray, shape: tuple[int, int],
+                 dtype: torch.dtype = torch.float64) -> None:
+        N, M = shape
+        if len(indptr) != N + 1 or len(cols) != len(values) or int(indptr[-1]) != len(values):
+            raise ValueError(f"indptr must have N + 1 = {N + 1} entries ending at nnz = {len(values)}; got "
+                             f"{len(indptr)} entries ending at {int(indptr[-1])}, {len(cols)} cols")
+        self.indptr, self.cols, self.values, self.shape, self.dtype = indptr, cols, values, (int(N), int(M)), dtype
+
+    @classmethod
+    def from_counts(cls, data: Any) -> RowBlocks:
+        """A CountMatrix (entries row-major) as row blocks, in memory."""
+        s = data.csr_structure()
+        return cls(s["crow"].cpu().numpy(), data.cols.cpu().numpy(), data.values.cpu().numpy(), data.shape,
+                   data.dtype)
+
+    @staticmethod
+    def save(folder: str | Path, indptr: np.ndarray, cols: np.ndarray, values: np.ndarray,
+             shape: tuple[int, int]) -> Path:
+        """Write CSR arrays to ``folder`` (indptr.npy int64, cols.npy int32/int64, values.npy float, shape.json)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, arr in (("indptr", indptr), ("cols", cols), ("values", values)):
+            np.save(folder / f"{name}.npy", np.asarray(arr))
+        (folder / "shape.json").write_text(json.dumps({"shape": [int(shape[0]), int(shape[1])]}))
+        return folder
+
+    @classmethod
+    def open(cls, folder: str | Path, dtype: torch.dtype = torch.float64) -> RowBlocks:
+        """Memory-map the arrays written by :meth:`save` (nothing is read until a block is asked for)."""
+        folder = Path(folder)
+        shape = tuple(json.loads((folder / "shape.json").read_text())["shape"])
+        arrays = [np.load(folder / f"{n}.npy", mmap_mode="r") for n in ("indptr", "cols", "values")]
+        return cls(*arrays, shape, dtype)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indptr[-1])
+
+    def block(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The nonzeros of ``rows`` (B,): (position in ``rows`` (nnz_B,), column (nnz_B,), count (nnz_B,))."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = np.asarray(self.indptr[rows], dtype=np.int64)
+        lens = np.asarray(self.indptr[rows + 1], dtype=np.int64) - starts
+        pos = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(lens.sum())
+        local = np.repeat(np.arange(len(rows)), lens)
+        return (torch.from_numpy(local), torch.from_numpy(np.asarray(self.cols[pos], dtype=np.int64)),
+                torch.as_tensor(np.asarray(self.values[pos]), dtype=self.dtype))
+
+    def ranges(self, rows_per_block: int):
+        """Consecutive row ranges [start, stop) covering every row (for passes over all the data)."""
+        N = self.shape[0]
+        return [(i, min(i + rows_per_block, N)) for i in range(0, N, rows_per_block)]
+
+    def totals(self, rows_per_block: int = 65_536) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Row totals (N,), column totals (M,) and sum of log x! in one pass."""
+        N, M = self.shape
+        row_total = np.zeros(N)
+        col_total = np.zeros(M)
+        log_fact = 0.0
+        for a, b in self.ranges(rows_per_block):
+            lo, hi = int(self.indptr[a]), int(self.indptr[b])
+            v = np.array(self.values[lo:hi], dtype=np.float64)  # (a copy: memory-mapped slices are read-only)
+            lens = np.diff(np.asarray(self.indptr[a:b + 1], dtype=np.int64))
+            row_total[a:b] = np.bincount(np.repeat(np.arange(b - a), lens), weights=v, minlength=b - a)
+            col_total += np.bincount(np.asarray(self.cols[lo:hi]), weights=v, minlength=M)
+            log_fact += float(torch.lgamma(torch.from_numpy(v) + 1).sum())
+        return torch.as_tensor(row_total, dtype=self.dtype), torch.as_tensor(col_total, dtype=self.dtype), log_fact
+
+
+def _responsibilities(local: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, El_t: torch.Tensor,
+                      El_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_nm lambda_nmk (nnz_B, K) on a block's nonzeros (eq. 5) and sum x_nm log sum_k exp(.) (the ELBO's z term)."""
+    logits = El_t[local] + El_e[cols]
+    log_norm = torch.logsumexp(logits, -1)
+    return values[:, None] * torch.exp(logits - log_norm[:, None]), (values * log_norm).sum()
+
+
+class PoissonMFStochastic:
+    """The stochastic-VI hooks of PoissonMF (a mixin: it reads K and the hyperparameters and ``initial_q``)."""
+
+    def stochastic_init(self, blocks: RowBlocks, generator: torch.Generator, init: str = "default") -> Any:
+        """The initial q of CAVI (models/poisson_mf/vb.py cavi_init), from one pass over the row blocks."""
+        row_total, col_total, _ = blocks.totals()
+        return self.initial_q(row_total, col_total, generator, init=init)
+
+    def stochastic_step(self, blocks: RowBlocks, q: Any, rows: np.ndarray, rho: float, local_iters: int = 1) -> Any:
+        """One iteration on the minibatch ``rows`` (B,) with step rho (module docstring, eq. 8): the local step for
+        the batch's q(theta_n), then q(eta) moved by rho towards the estimate from the batch."""
+        N = blocks.shape[0]
+        local, cols, values = blocks.block(rows)
+        idx = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        E_e, El_e = gamma_expectations(q.eta_shape, q.eta_rate)
+        ts_B, tr_B = q.theta_shape[idx], q.theta_rate[idx]
+        rate_B = (self.b_theta + E_e.sum(0)).expand(len(rows), -1)                        # eq. 3 rate
+        for _ in range(local_iters):
+            xlam, _ = _responsibilities(local, cols, values, gamma_expectations(ts_B, tr_B)[1], El_e)  # eq. 5
+            ts_B = self.a_theta + torch.zeros_like(ts_B).index_add_(0, local, xlam)        # eq. 3 shape
+            tr_B = rate_B
+        c_eta = torch.zeros_like(q.eta_shape).index_add_(0, cols, xlam)
+        scale = N / len(rows)
+        es_hat = self.a_eta + scale * c_eta
+        er_hat = self.b_eta + scale * (ts_B / tr_B).sum(0)
+        theta_shape, theta_rate = q.theta_shape.clone(), q.theta_rate.clone()
+        theta_shape[idx], theta_rate[idx] = ts_B, tr_B
+        es = (1 - rho) * q.eta_shape + rho * es_hat                                          # eq. 8
+        er = (1 - rho) * q.eta_rate + rho * er_hat
+        El_t = gamma_expectations(theta_shape, theta_rate)[1]
+        return q._replace(theta_shape=theta_shape, theta_rate=theta_rate, eta_shape=es, eta_rate=er,
+                          phi_theta=El_t, phi_eta=gamma_expectations(es, er)[1])
+
+    def stochastic_elbo(self, blocks: RowBlocks, q: Any, log_factorial_sum: float,
+                        rows_per_block: int = 65_536) -> float:
+        """The ELBO (eq. 6) at q(theta) q(eta) with q(z) at its optimum, one pass over the row blocks (the z term
+        sum_nm x_nm log sum_k exp(E[log theta_nk] + E[log eta_mk]) block by block)."""
+        E_t, El_t = gamma_expectations(q.theta_shape, q.theta_rate)
+        E_e, El_e = gamma_expectations(q.eta_shape, q.eta_rate)
+        z_term = 0.0
+        for a, b in blocks.ranges(rows_per_block):
+            local, cols, values = blocks.block(np.arange(a, b))
+            z_term += float(_responsibilities(local, cols, values, El_t[a:b], El_e)[1])
+        return (z_term - float((E_t.sum(0) * E_e.sum(0)).sum()) - log_factorial_sum
+                - float(gamma_kl(q.theta_shape, q.theta_rate, self.a_theta, self.b_theta, El_t).sum())
+                - float(gamma_kl(q.eta_shape, q.eta_rate, self.a_eta, self.b_eta, El_e).sum()))
+
+
+def step_size(t: int, tau: float, kappa: float) -> float:
+    """Robbins-Monro step rho_t = (tau + t)^-kappa for iteration t = 1, 2, ... (kappa = 0: rho = 1)."""
+    return 1.0 if kappa == 0 else math.pow(tau + t, -kappa)
