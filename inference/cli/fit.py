@@ -25,7 +25,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     data = load_data(spec, args)
     if args.iters is None:
         args.iters = 200
-    result = METHODS[args.method](model, data, **method_kwargs(spec, args))
+    if args.scheduler is not None or args.blocks is not None:
+        result = _fit_distributed(model, data, args)
+    else:
+        result = METHODS[args.method](model, data, **method_kwargs(spec, args))
     print(result.describe())
     if spec.fit_report is not None:
         context = {"data": args.data, "data_options": spec.option_values(vars(args), "data"),
@@ -124,6 +127,11 @@ def add_parsers(sub) -> None:
     f.add_argument("--kappa", type=nonneg_float, default=None, help="stochastic: step decay in (0.5, 1] (0.7)")
     f.add_argument("--local-iters", type=positive_int, default=None,
                    help="stochastic: local-step alternations per batch (1)")
+    f.add_argument("--scheduler", default=None,
+                   help="poisson-mf CAVI on a Dask cluster: 'local' (a LocalCluster, one process per core) or "
+                        "tcp://HOST:PORT; row blocks of the counts stay on the workers")
+    f.add_argument("--blocks", type=positive_int, default=None,
+                   help="with --scheduler: row blocks (default: two per worker)")
     f.add_argument("--save-draws", action="store_true",
                    help="--out: also write the variational methods' draws of every site and the pointwise log "
                         "likelihood (by default their result file holds q's parameters, the point estimates and the "
@@ -147,3 +155,19 @@ def add_parsers(sub) -> None:
 
     m = sub.add_parser("models", help="list the registered models, their capabilities, data sets and options")
     m.set_defaults(func=cmd_models)
+
+
+def _fit_distributed(model, data, args):
+    """fit --scheduler: data-parallel CAVI (inference/distributed.py); refused for other methods and models."""
+    from inference.distributed import fit_cavi_distributed
+
+    if args.method != "cavi" or model.name != "poisson-mf":
+        raise UsageError(f"--scheduler / --blocks run Poisson MF CAVI on a Dask cluster; got --method {args.method} on "
+                         f"{model.name}")
+    if getattr(args, "init", None) not in (None, "default"):
+        raise UsageError("--scheduler: distributed CAVI starts from the default initialisation only")
+    scheduler = None if args.scheduler in (None, "local") else args.scheduler
+    if scheduler is not None and "://" not in scheduler:
+        raise UsageError(f"--scheduler must be 'local' or an address like tcp://HOST:PORT, got {scheduler!r}")
+    return fit_cavi_distributed(model, data, seed=args.seed, num_iters=args.iters, num_blocks=args.blocks,
+                                scheduler=scheduler, progress=not args.no_progress)

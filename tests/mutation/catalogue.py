@@ -235,6 +235,11 @@ MUTANTS: list[Mutant] = [
            "es = (1 - rho) * q.eta_shape + rho * es_hat", "es = rho * q.eta_shape + (1 - rho) * es_hat",
            "stochastic VI weights the old q(eta) shape by rho and the batch estimate by 1 - rho",
            ("tests/test_stochastic.py",)),
+    Mutant("pmf-distributed-stale-theta", "inference/distributed.py",
+           'er = (model.b_eta + sum(s["sum_E_theta_next"] for s in stats))',
+           'er = (model.b_eta + sum(s["sum_E_theta"] for s in stats))',
+           "distributed CAVI's eta rate uses sum_n E[theta_nk] before the theta step (eq. 4 reads the new theta)",
+           ("tests/test_distributed.py",)),
     # ---- label switching and the samplers' extra moves ----------------------------------------------------------
     Mutant("pmf-scale-move-gig-order", PMF + "model.py",
            "return (N * self.a_theta - M * self.a_eta, ", "return (N * self.a_theta - M * self.a_eta - 1, ",
