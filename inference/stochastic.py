@@ -63,7 +63,7 @@ def stochastic_vi(model: Any, blocks: Any, *, seed: int, batch_size: int, num_it
         tau, kappa: step sizes rho_t = (tau + t)^-kappa.
         local_iters: alternations of the local step per batch.
         eval_every: the full-data ELBO every this many iterations (default: once per epoch); also at the start
-            and the end.
+            and the end. 0: never (for callers that score the fit themselves; ``elbo`` stays empty).
         init: None (the model's CAVI start) or a q to continue from.
         callback: callback(iteration, q) -> stop?
     """
@@ -74,12 +74,13 @@ def stochastic_vi(model: Any, blocks: Any, *, seed: int, batch_size: int, num_it
     num_iters = check_positive_int("num_iters", num_iters)
     local_iters = check_positive_int("local_iters", local_iters)
     _check_steps(tau, kappa)
-    eval_every = check_positive_int("eval_every", eval_every) if eval_every is not None else max(1, N // batch_size)
+    eval_every = check_positive_int("eval_every", eval_every, minimum=0) if eval_every is not None \
+        else max(1, N // batch_size)
     from models.poisson_mf.stochastic import step_size
 
     generator = torch.Generator().manual_seed(int(seed))
     _, _, log_fact = blocks.totals()
-    q = model.stochastic_init(blocks, generator) if init is None else init
+    q = model.stochastic_start(model.stochastic_init(blocks, generator) if init is None else init)
     rng = np.random.default_rng(int(seed))
     order, pos = rng.permutation(N), 0
     run = StochasticRun(q)
@@ -90,7 +91,8 @@ def stochastic_vi(model: Any, blocks: Any, *, seed: int, batch_size: int, num_it
         run.rows_seen.append(t * batch_size)
         return elbo
 
-    evaluate(0, 0.0)
+    if eval_every:
+        evaluate(0, 0.0)
     spent = 0.0
     bar = tqdm(total=num_iters, desc=f"stochastic VI {model.name}", disable=not progress, leave=False, file=sys.stderr)
     try:
@@ -102,7 +104,7 @@ def stochastic_vi(model: Any, blocks: Any, *, seed: int, batch_size: int, num_it
             pos += batch_size
             q = model.stochastic_step(blocks, q, rows, step_size(t, tau, kappa), local_iters)
             spent += time.perf_counter() - start
-            if t % eval_every == 0 or t == num_iters:
+            if eval_every and (t % eval_every == 0 or t == num_iters):
                 elbo = evaluate(t, spent)
                 bar.set_postfix(elbo=f"{elbo:.6g}")
                 if not math.isfinite(elbo):
@@ -114,7 +116,7 @@ def stochastic_vi(model: Any, blocks: Any, *, seed: int, batch_size: int, num_it
                 break
     finally:
         bar.close()
-    run.q = q
+    run.q = model.stochastic_finish(q)
     return run
 
 
@@ -131,6 +133,8 @@ def fit_stochastic(model: Any, data: Any, *, seed: int, num_iters: int = 200, ba
 
     require(model, StochasticVI, Model, Invariants, method="fit_stochastic")
     check_positive_int("num_samples", num_samples)
+    if eval_every is not None:
+        check_positive_int("eval_every", eval_every)  # (0, no ELBO, is stochastic_vi's option only)
     if num_chains != 1:
         raise ValueError(f"num_chains must be 1 for stochastic VI, got {num_chains!r}")
     if device != "cpu":

@@ -124,7 +124,9 @@ class PoissonMFStochastic:
 
     def stochastic_step(self, blocks: RowBlocks, q: Any, rows: np.ndarray, rho: float, local_iters: int = 1) -> Any:
         """One iteration on the minibatch ``rows`` (B,) with step rho (module docstring, eq. 8): the local step for
-        the batch's q(theta_n), then q(eta) moved by rho towards the estimate from the batch."""
+        the batch's q(theta_n), then q(eta) moved by rho towards the estimate from the batch. q(theta)'s rows are
+        written in place (O(B K) per iteration, not O(N K)); phi is left as it was (:meth:`stochastic_finish` sets
+        it)."""
         N = blocks.shape[0]
         local, cols, values = blocks.block(rows)
         idx = torch.from_numpy(np.asarray(rows, dtype=np.int64))
@@ -139,13 +141,19 @@ class PoissonMFStochastic:
         scale = N / len(rows)
         es_hat = self.a_eta + scale * c_eta
         er_hat = self.b_eta + scale * (ts_B / tr_B).sum(0)
-        theta_shape, theta_rate = q.theta_shape.clone(), q.theta_rate.clone()
-        theta_shape[idx], theta_rate[idx] = ts_B, tr_B
+        q.theta_shape[idx], q.theta_rate[idx] = ts_B, tr_B
         es = (1 - rho) * q.eta_shape + rho * es_hat                                          # eq. 8
         er = (1 - rho) * q.eta_rate + rho * er_hat
-        El_t = gamma_expectations(theta_shape, theta_rate)[1]
-        return q._replace(theta_shape=theta_shape, theta_rate=theta_rate, eta_shape=es, eta_rate=er,
-                          phi_theta=El_t, phi_eta=gamma_expectations(es, er)[1])
+        return q._replace(eta_shape=es, eta_rate=er)
+
+    def stochastic_start(self, q: Any) -> Any:
+        """A private copy of q to update in place (the caller's q is left alone)."""
+        return q._replace(theta_shape=q.theta_shape.clone(), theta_rate=q.theta_rate.clone())
+
+    def stochastic_finish(self, q: Any) -> Any:
+        """q with phi = E[log theta], E[log eta] (the log-potentials of q(z) at its optimum, as CAVI's state holds)."""
+        return q._replace(phi_theta=gamma_expectations(q.theta_shape, q.theta_rate)[1],
+                          phi_eta=gamma_expectations(q.eta_shape, q.eta_rate)[1])
 
     def stochastic_elbo(self, blocks: RowBlocks, q: Any, log_factorial_sum: float,
                         rows_per_block: int = 65_536) -> float:
