@@ -139,7 +139,7 @@ from hpfrec import HPF
 d = np.load(sys.argv[1]); sweeps = int(sys.argv[2])
 df = pd.DataFrame({"UserId": d["r"], "ItemId": d["c"], "Count": d["x"]})
 t = time.perf_counter()
-m = HPF(k=40, maxiter=sweeps, stop_crit="maxiter", check_every=10**9, verbose=False, random_seed=0, reindex=False,
+m = HPF(k=40, maxiter=sweeps, stop_crit="maxiter", check_every=sweeps, verbose=False, random_seed=0, reindex=False,
         produce_dicts=False, keep_data=False, ncores=-1)
 m.fit(df)
 wall = time.perf_counter() - t
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=None, help="folder for the data and the on-disk counts (default: a temp)")
     args = ap.parse_args(argv)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="inferlab-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
     print(f"# Poisson MF at scale, K = {K} ({platform.machine()}, {os.cpu_count()} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB)\n")
     rows, curves = [], []

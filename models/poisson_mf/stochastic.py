@@ -85,6 +85,14 @@ class RowBlocks:
         return (torch.from_numpy(local), torch.from_numpy(np.asarray(self.cols[pos], dtype=np.int64)),
                 torch.as_tensor(np.asarray(self.values[pos]), dtype=self.dtype))
 
+    def counts(self, rows: np.ndarray) -> Any:
+        """The nonzeros of ``rows`` (B,) as a CountMatrix of shape (B, M) (row i is rows[i]; ``rows`` sorted, so the
+        entries stay row-major), for the model's O(nnz K) sparse-product allocation."""
+        from models.data import CountMatrix
+
+        local, cols, values = self.block(rows)
+        return CountMatrix(local, cols, values, (len(rows), self.shape[1]))
+
     def ranges(self, rows_per_block: int):
         """Consecutive row ranges [start, stop) covering every row (for passes over all the data)."""
         N = self.shape[0]
@@ -106,14 +114,6 @@ class RowBlocks:
         return torch.as_tensor(row_total, dtype=self.dtype), torch.as_tensor(col_total, dtype=self.dtype), log_fact
 
 
-def _responsibilities(local: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, El_t: torch.Tensor,
-                      El_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x_nm lambda_nmk (nnz_B, K) on a block's nonzeros (eq. 5) and sum x_nm log sum_k exp(.) (the ELBO's z term)."""
-    logits = El_t[local] + El_e[cols]
-    log_norm = torch.logsumexp(logits, -1)
-    return values[:, None] * torch.exp(logits - log_norm[:, None]), (values * log_norm).sum()
-
-
 class PoissonMFStochastic:
     """The stochastic-VI hooks of PoissonMF (a mixin: it reads K and the hyperparameters and ``initial_q``)."""
 
@@ -128,16 +128,16 @@ class PoissonMFStochastic:
         written in place (O(B K) per iteration, not O(N K)); phi is left as it was (:meth:`stochastic_finish` sets
         it)."""
         N = blocks.shape[0]
-        local, cols, values = blocks.block(rows)
+        batch = blocks.counts(rows)
         idx = torch.from_numpy(np.asarray(rows, dtype=np.int64))
         E_e, El_e = gamma_expectations(q.eta_shape, q.eta_rate)
         ts_B, tr_B = q.theta_shape[idx], q.theta_rate[idx]
         rate_B = (self.b_theta + E_e.sum(0)).expand(len(rows), -1)                        # eq. 3 rate
         for _ in range(local_iters):
-            xlam, _ = _responsibilities(local, cols, values, gamma_expectations(ts_B, tr_B)[1], El_e)  # eq. 5
-            ts_B = self.a_theta + torch.zeros_like(ts_B).index_add_(0, local, xlam)        # eq. 3 shape
+            alloc = self.allocate(batch, gamma_expectations(ts_B, tr_B)[1], El_e)          # eq. 5, O(nnz_B K)
+            ts_B = self.a_theta + alloc.c_theta                                               # eq. 3 shape
             tr_B = rate_B
-        c_eta = torch.zeros_like(q.eta_shape).index_add_(0, cols, xlam)
+        c_eta = alloc.c_eta
         scale = N / len(rows)
         es_hat = self.a_eta + scale * c_eta
         er_hat = self.b_eta + scale * (ts_B / tr_B).sum(0)
@@ -163,8 +163,7 @@ class PoissonMFStochastic:
         E_e, El_e = gamma_expectations(q.eta_shape, q.eta_rate)
         z_term = 0.0
         for a, b in blocks.ranges(rows_per_block):
-            local, cols, values = blocks.block(np.arange(a, b))
-            z_term += float(_responsibilities(local, cols, values, El_t[a:b], El_e)[1])
+            z_term += float(self.allocate(blocks.counts(np.arange(a, b)), El_t[a:b], El_e).x_log_norm)
         return (z_term - float((E_t.sum(0) * E_e.sum(0)).sum()) - log_factorial_sum
                 - float(gamma_kl(q.theta_shape, q.theta_rate, self.a_theta, self.b_theta, El_t).sum())
                 - float(gamma_kl(q.eta_shape, q.eta_rate, self.a_eta, self.b_eta, El_e).sum()))
