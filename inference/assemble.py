@@ -136,7 +136,8 @@ def vi_khat(q: Any, draws: dict) -> dict[str, Any]:
                 "psis_khat_verdict": "not computed (the draws from q are all alike: q is all but a point mass)"}
     k = psis_khat(log_w)
     if k != k:
-        return {"psis_khat": k, "psis_khat_verdict": "not computed (fewer than 20 draws from q)"}
+        why = "fewer than 20 draws from q" if log_w.size < 20 else "the largest importance weights are all equal"
+        return {"psis_khat": k, "psis_khat_verdict": f"not computed ({why})"}
     verdict = "good (< 0.5)" if k < 0.5 else ("usable (0.5-0.7)" if k < 0.7 else "unreliable (> 0.7)")
     return {"psis_khat": k, "psis_khat_verdict": verdict}
 

@@ -268,7 +268,8 @@ def mcse_mean(draws: np.ndarray) -> np.ndarray:
 def psis_khat(log_weights: np.ndarray) -> float:
     """Pareto k-hat of importance weights log p(theta, y) - log q(theta) over S draws from q (Vehtari et al., PSIS):
     below 0.5 the approximation is good for importance sampling, 0.5-0.7 usable, above 0.7 unreliable. NaN with
-    fewer than 20 draws, inf with non-finite weights or a tail of 4 or fewer draws.
+    fewer than 20 draws or when the tail's weights are all equal, inf with non-finite weights or a tail of 4 or fewer
+    draws.
 
     The generalised Pareto shape of the largest M = ceil(min(S / 5, 3 sqrt(S))) weights (above the (M + 1)-th
     largest, u), by the empirical Bayes estimate of Zhang and Stephens (2009) with PSIS's weakly informative prior
@@ -286,7 +287,8 @@ def psis_khat(log_weights: np.ndarray) -> float:
     tail = np.sort(x[x > u])
     if tail.size <= 4:
         return float("inf")
-    return _gpd_shape(np.exp(tail) - np.exp(u))
+    with np.errstate(divide="ignore", invalid="ignore"):  # equal tail weights: no Pareto tail, k is NaN (as ArviZ's)
+        return _gpd_shape(np.exp(tail) - np.exp(u))
 
 
 def _gpd_shape(y: np.ndarray) -> float:
