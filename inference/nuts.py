@@ -5,6 +5,7 @@ sampled in its reparameterisation."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -60,6 +61,9 @@ def fit_nuts(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmup
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        if progress:  # (one progress bar per process would interleave; the chains report when they are done)
+            print(f"NUTS {model.name}: {num_chains} chains in {workers} processes ({warmup} + {num_samples} "
+                  f"iterations each)...", file=sys.stderr, flush=True)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(_chain, model, data, s, i, settings, False, 1) for s, i in zip(seeds, inits)]
             chains = [f.result() for f in futures]
