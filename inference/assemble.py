@@ -142,6 +142,17 @@ def vi_khat(q: Any, draws: dict) -> dict[str, Any]:
     return {"psis_khat": k, "psis_khat_verdict": verdict}
 
 
+def variational_result(method: str, model: Any, data: Any, q: Any, generator: torch.Generator, *, num_samples: int,
+                       objective: float, trace: dict, seed: Any, wall_time: float, extra: dict) -> Any:
+    """The InferenceResult of a variational method (CAVI, SVI, stochastic VI): ``num_samples`` draws from q with the
+    model's invariant quantities as the posterior (one chain), q's means as the point estimate, q's parameters, PSIS
+    k-hat of q and the model's attributes of the final ``objective`` added to ``extra``."""
+    draws, mean = variational_draws(model, data, q, num_samples, generator)
+    attrs = {**extra, **vi_khat(q, draws), **model.objective_attrs(data, objective)}
+    return make_result(method, model, data, posterior={k: v[None] for k, v in draws.items()}, point=mean,
+                       variational=q.to_dict(), trace=trace, seed=seed, wall_time=wall_time, extra_attrs=attrs)
+
+
 def draw_means(model: Any, posterior: dict) -> dict:
     """Point estimates from draws (chain, draw, ...): the model's sites averaged within chain 0 (factors are only
     meaningful within one chain: label switching), invariant quantities over every chain; discrete sites have no

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from inference.assemble import check_positive_int, make_result, variational_draws, vi_khat
+from inference.assemble import check_positive_int, variational_result
 from inference.driver import resolve_seed, run_loop
 from inference.results import InferenceResult
 from models.protocol import CAVI, Invariants, Model, require
@@ -100,16 +100,12 @@ def fit_cavi(model: Any, data: Any, *, seed: int | torch.Generator, num_iters: i
     state, out = run_loop(step, state, num_iters=num_iters, initial_objective=elbo0, tol=tol, monotone=True,
                           progress=progress, callback=callback, desc=f"CAVI {model.name}")
     seconds = [t - e for t, e in zip(out.seconds, eval_seconds)]
-    q = state.params
-    draws, mean = variational_draws(model, data, q, num_samples, generator)
     extra = {"num_iters": out.num_iters, "converged": out.converged, "diverged": out.diverged,
              "monotone_violations": out.decreases, "largest_relative_decrease": out.largest_decrease,
              "init": "given" if given_state else opts.get("init", "default"), "objective_name": "elbo"}
     extra.update({k: v for k, v in opts.items() if k != "init"})
-    extra.update(vi_khat(q, draws))
-    extra.update(model.objective_attrs(data, out.objective[-1]))
     trace = {"objective": torch.tensor(out.objective, dtype=torch.float64),
              "seconds": torch.tensor(seconds, dtype=torch.float64)}
     trace.update({k: torch.tensor(v[: len(out.objective)], dtype=torch.float64) for k, v in monitored.items()})
-    return make_result("cavi", model, data, posterior={k: v[None] for k, v in draws.items()}, point=mean,
-                       variational=q.to_dict(), trace=trace, seed=seed, wall_time=seconds[-1], extra_attrs=extra)
+    return variational_result("cavi", model, data, state.params, generator, num_samples=num_samples,
+                              objective=out.objective[-1], trace=trace, seed=seed, wall_time=seconds[-1], extra=extra)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inference.assemble import check_positive_int, check_seed, make_result, variational_draws, vi_khat
+from inference.assemble import check_positive_int, check_seed, variational_result
 from inference.results import InferenceResult
 from models.conjugate import gamma_expectations, gamma_kl
 
@@ -158,14 +158,11 @@ def _run(model, data, client, seed, num_iters, num_blocks, num_samples, progress
     # the final q: q(theta) as it was when its ELBO was computed (the last round's theta step is not a sweep's)
     final = client.gather(thetas)
     shape, rate = torch.cat([s for s, _ in final]), torch.cat([r for _, r in final])
-    El_t, El_e = gamma_expectations(shape, rate)[1], gamma_expectations(es, er)[1]
-    q = q0._replace(theta_shape=shape, theta_rate=rate, eta_shape=es, eta_rate=er, phi_theta=El_t, phi_eta=El_e)
-    draws, mean = variational_draws(model, data, q, num_samples, generator)
+    q = model.stochastic_finish(q0._replace(theta_shape=shape, theta_rate=rate, eta_shape=es, eta_rate=er))
     extra = {"num_iters": num_iters, "converged": False, "diverged": False, "init": "default",
              "objective_name": "elbo", "elbo_at": "after_z",
              "distributed": f"dask {client.scheduler.address}, {len(blocks)} row blocks"}
-    extra.update(vi_khat(q, draws))
-    extra.update(model.objective_attrs(data, elbos[-1]))
-    trace = {"objective": torch.tensor(elbos, dtype=torch.float64), "seconds": torch.tensor(seconds, dtype=torch.float64)}
-    return make_result("cavi", model, data, posterior={k: v[None] for k, v in draws.items()}, point=mean,
-                       variational=q.to_dict(), trace=trace, seed=seed, wall_time=wall, extra_attrs=extra)
+    trace = {"objective": torch.tensor(elbos, dtype=torch.float64),
+             "seconds": torch.tensor(seconds, dtype=torch.float64)}
+    return variational_result("cavi", model, data, q, generator, num_samples=num_samples, objective=elbos[-1],
+                              trace=trace, seed=seed, wall_time=wall, extra=extra)

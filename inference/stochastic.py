@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from inference.assemble import check_positive_int, check_seed, make_result, variational_draws, vi_khat
+from inference.assemble import check_positive_int, check_seed, variational_result
 from inference.results import InferenceResult
 from models.protocol import Invariants, Model, StochasticVI, require
 
@@ -146,15 +146,11 @@ def fit_stochastic(model: Any, data: Any, *, seed: int, num_iters: int = 200, ba
                         local_iters=local_iters, eval_every=eval_every, init=init, progress=progress,
                         callback=callback)
     generator = torch.Generator().manual_seed(int(seed) + 1)
-    draws, mean = variational_draws(model, data, run.q, num_samples, generator)
     extra = {"num_iters": run.iterations[-1], "batch_size": min(batch_size, data.shape[0]), "tau": tau,
              "kappa": kappa, "local_iters": local_iters, "objective_name": "elbo", "diverged": False,
              "converged": False}
-    extra.update(vi_khat(run.q, draws))
-    extra.update(model.objective_attrs(data, run.elbo[-1]))
     trace = {"objective": torch.tensor(run.elbo, dtype=torch.float64),
              "seconds": torch.tensor(run.seconds, dtype=torch.float64),
              "iteration": torch.tensor(run.iterations, dtype=torch.float64)}
-    return make_result("stochastic", model, data, posterior={k: v[None] for k, v in draws.items()}, point=mean,
-                       variational=run.q.to_dict(), trace=trace, seed=seed, wall_time=run.seconds[-1],
-                       extra_attrs=extra)
+    return variational_result("stochastic", model, data, run.q, generator, num_samples=num_samples,
+                              objective=run.elbo[-1], trace=trace, seed=seed, wall_time=run.seconds[-1], extra=extra)

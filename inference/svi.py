@@ -19,7 +19,7 @@ import torch
 from pyro.infer import SVI as PyroSVI
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
-from inference.assemble import check_positive_int, check_seed, make_result, variational_draws, vi_khat
+from inference.assemble import check_positive_int, check_seed, variational_result
 from inference.driver import run_loop
 from inference.results import InferenceResult
 from models.protocol import SVI, Invariants, Model, PyroModel, require
@@ -117,18 +117,15 @@ def fit_svi(model: Any, data: Any, *, seed: int, num_iters: int = 1000, lr: floa
         wall = time.perf_counter() - start - eval_seconds[-1]
         params = {k: pyro.param(k).detach().clone() for k in names}
     q = family.from_guide(params)
-    draws, mean = variational_draws(model, data, q, num_samples, generator)
     extra = {"num_iters": out.num_iters, "diverged": out.diverged, "lr": lr, "elbo_estimator": loss_cls.__name__,
              "num_particles": num_particles, "objective_name": "elbo (Monte Carlo estimate)"}
-    extra.update(vi_khat(q, draws))
     closed = float(model.elbo(data, q))
     extra["elbo"] = closed
-    extra.update(model.objective_attrs(data, closed))
     seconds = [t - e for t, e in zip(out.seconds, eval_seconds)]  # optimisation time only
     trace = {"objective": torch.tensor(out.objective, dtype=torch.float64),
              "seconds": torch.tensor(seconds, dtype=torch.float64)}
     for k, v in monitored.items():
         trace[k] = torch.tensor(v[: len(out.objective)], dtype=torch.float64)
     trace["elbo"][len(out.objective) - 1] = closed  # the final state is always scored
-    return make_result("svi", model, data, posterior={k: v[None] for k, v in draws.items()}, point=mean,
-                       variational=q.to_dict(), trace=trace, seed=seed, wall_time=wall, extra_attrs=extra)
+    return variational_result("svi", model, data, q, generator, num_samples=num_samples, objective=closed,
+                              trace=trace, seed=seed, wall_time=wall, extra=extra)
