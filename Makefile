@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast mutants lint bench venv clean
+.PHONY: demo test test-fast mutants lint bench venv clean docs docs-quick docs-check
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 2; }
@@ -32,6 +32,20 @@ test-fast: $(STAMP)
 mutants: $(STAMP)
 	$(PY) tests/mutation/run.py --out mutants.md
 
+# the documentation site: every notebook executed in full (about 15 minutes on 2 cores), mkdocs --strict into
+# build/site, then every page opened in headless Chromium (Debian's chromium package; screenshots in build/screenshots)
+docs: $(STAMP)
+	$(PY) docs/site/build.py
+	$(PY) docs/site/check.py build/site --screenshots build/screenshots
+
+# the same with INFERLAB_NB_QUICK=1 (small iteration counts; what CI builds and checks)
+docs-quick: $(STAMP)
+	$(PY) docs/site/build.py --quick
+	$(PY) docs/site/check.py build/site --screenshots build/screenshots
+
+docs-check: $(STAMP)
+	$(PY) docs/site/check.py build/site --screenshots build/screenshots
+
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports --config pyproject.toml
 
@@ -39,4 +53,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/poisson_mf_bench.py
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) demo-out .pytest_cache build

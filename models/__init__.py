@@ -13,11 +13,12 @@ Importing this package is cheap: the names below are loaded on first use.
 
 from models._lazy import lazy_exports
 
-__all__ = ["PoissonMF", "GaussianMF", "BayesGMM", "BayesGMMFull", "CountMatrix", "RatingData", "MixtureData",
+__all__ = ["PoissonMF", "HierarchicalPoissonMF", "GaussianMF", "BayesGMM", "BayesGMMFull", "CountMatrix", "RatingData", "MixtureData",
            "as_count_matrix", "as_rating_data", "as_mixture_data", "registry", "protocol", "datasets"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "PoissonMF": "models.poisson_mf.model", "GaussianMF": "models.gaussian_mf.model",
+    "PoissonMF": "models.poisson_mf.model", "HierarchicalPoissonMF": "models.poisson_mf.hierarchical",
+    "GaussianMF": "models.gaussian_mf.model",
     "BayesGMM": "models.mixture.spherical", "BayesGMMFull": "models.mixture.full",
     "CountMatrix": "models.data", "RatingData": "models.data", "MixtureData": "models.data",
     "as_count_matrix": "models.data", "as_rating_data": "models.data", "as_mixture_data": "models.data",

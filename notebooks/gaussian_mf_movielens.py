@@ -81,7 +81,7 @@ def nll(q):  # q: the variational family (the same type for CAVI and SVI)
 
 cavi_fixed = fit_cavi(fixed, train, seed=0, num_iters=10 if QUICK else 100, monitor=nll, progress=False)
 per_epoch = math.ceil(len(train) / 1000)
-epochs = 2 if QUICK else 20
+epochs = 1 if QUICK else 20
 svi = fit_svi(fixed, train, seed=0, num_iters=epochs * per_epoch, subsample_size=1000, lr=0.02,
               eval_every=per_epoch, monitor=nll, progress=False)
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))

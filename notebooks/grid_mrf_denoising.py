@@ -82,7 +82,7 @@ print(check_model(GridMRF(K=2, theta=0.5, node_strength=1.0), checks=("condition
                                                                       "elbo-mc", "guide", "em-stationary")))
 
 # %% [markdown]
-# ## 2. The course's `small` example three ways
+# ## 2. The course's small 3 x 3 example three ways
 #
 # The same numbers at full precision: `inferlab grid small`.
 

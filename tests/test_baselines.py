@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from inference.baselines import LAB_MASK, LAB_MATRIX, als, sgd_factorise, truncated_svd
+from inference.baselines import LAB_MASK, LAB_MATRIX, als, ridge_objective, sgd_factorise, sgd_random, truncated_svd
 
 
 def test_svd_loss_is_the_dropped_singular_value():
@@ -45,6 +45,37 @@ def test_masked_sgd_fits_the_observed_entries_and_completes_the_rest():
     np.testing.assert_allclose(res.reconstruction[LAB_MASK], LAB_MATRIX[LAB_MASK], atol=2e-3)
     # the hidden entries get finite predictions that the observed ones do not pin down exactly
     assert np.all(np.isfinite(res.reconstruction[~LAB_MASK]))
+
+
+def test_random_entry_sgd_steps_follow_the_regularised_update_by_hand():
+    """Two steps on a matrix with one observed entry (so the random pick is known): lam / |Omega_n| shrinkage, both
+    factors updated from the old values."""
+    import torch
+
+    A = np.array([[2.0, 0.0], [0.0, 0.0]])
+    mask = np.array([[True, False], [False, False]])
+    g = torch.Generator().manual_seed(5)
+    U = torch.rand(2, 1, generator=g, dtype=torch.float64).numpy()
+    V = torch.rand(2, 1, generator=g, dtype=torch.float64).numpy()
+    lr, lam = 0.1, 0.3
+    for _ in range(2):  # |Omega| = 1 step per epoch
+        e = 2.0 - U[0] @ V[0]
+        U[0], V[0] = U[0] + lr * (e * V[0] - lam * U[0]), V[0] + lr * (e * U[0] - lam * V[0])
+    res = sgd_random(A, 1, epochs=2, lr=lr, lam=lam, seed=5, mask=mask)
+    np.testing.assert_allclose(res.U, U, rtol=1e-15)
+    np.testing.assert_allclose(res.V, V, rtol=1e-15)
+    assert res.trace[-1] == pytest.approx((2.0 - U[0] @ V[0]) ** 2 + lam * ((U ** 2).sum() + (V ** 2).sum()))
+
+
+def test_random_entry_sgd_and_als_minimise_the_same_regularised_objective():
+    """With lam / |Omega_n| per visit, SGD's fixed point is ALS's: both reach the same ridge objective."""
+    lam = 0.5
+    a = als(LAB_MATRIX, 2, lam=lam, iters=2000, seed=1)
+    s = sgd_random(LAB_MATRIX, 2, epochs=4000, lr=0.01, lam=lam, seed=1)
+    j_als, j_sgd = ridge_objective(LAB_MATRIX, a.U, a.V, lam), ridge_objective(LAB_MATRIX, s.U, s.V, lam)
+    assert j_sgd == pytest.approx(j_als, rel=2e-3)
+    # and the regulariser matters: without it the loss would fall to the SVD's (Eckart-Young)
+    assert s.loss > truncated_svd(LAB_MATRIX, 2).loss + 0.05
 
 
 def test_als_reaches_the_svd_optimum_with_tiny_ridge():

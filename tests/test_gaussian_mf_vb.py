@@ -175,3 +175,51 @@ def test_minibatch_svi_records_the_closed_form_elbo_and_a_monitor_each_epoch():
 def test_svi_refuses_bpmf_with_a_clear_error():
     with pytest.raises(ValueError, match="SVI is implemented for prior='fixed'"):
         fit_svi(GaussianMF(K=2), ratings(), seed=0, num_iters=1, progress=False)
+
+
+def _norm_logpdf(x, mean, sd):
+    return -0.5 * np.log(2 * np.pi) - np.log(sd) - 0.5 * ((x - mean) / sd) ** 2
+
+
+def test_sampled_nll_is_the_monte_carlo_log_mean_density_of_q_draws():
+    """The course's "NLL from 100 posterior draws", checked against a NumPy computation on the same draws, and
+    against the plain Gaussian log-likelihood when q is (nearly) a point mass."""
+    from models.gaussian_mf import GaussianMF, VBState, sampled_nll
+
+    data = ratings()
+    model = GaussianMF(K=2, prior="fixed", alpha=2.0)
+    g = torch.Generator().manual_seed(3)
+    N, M = data.shape
+    q = VBState(torch.randn(N, 2, generator=g, dtype=torch.float64), 0.3 * torch.eye(2, dtype=torch.float64).expand(N, 2, 2),
+                torch.randn(M, 2, generator=g, dtype=torch.float64), 0.2 * torch.eye(2, dtype=torch.float64).expand(M, 2, 2))
+    draws = q.sample(50, torch.Generator().manual_seed(9))
+    off = float(model.offset(data))
+    r, c, x = data.rows.numpy(), data.cols.numpy(), data.values.numpy()
+    dens = np.stack([np.exp(_norm_logpdf(x, off + (U[r] * V[c]).sum(-1), 1 / np.sqrt(2.0)))
+                     for U, V in zip(draws["U"].numpy(), draws["V"].numpy())])
+    expected = -np.mean(np.log(dens.mean(0)))
+    got = sampled_nll(model, data, q, data, num_draws=50, generator=torch.Generator().manual_seed(9), chunk=50)
+    assert got == pytest.approx(expected, rel=1e-12)
+    point = q._replace(U_cov=1e-22 * q.U_cov, V_cov=1e-22 * q.V_cov)
+    plain = -np.mean(_norm_logpdf(x, off + (q.U_mean.numpy()[r] * q.V_mean.numpy()[c]).sum(-1), 1 / np.sqrt(2.0)))
+    assert sampled_nll(model, data, point, data, num_draws=30, chunk=7) == pytest.approx(plain, rel=1e-9)
+
+
+def test_running_predictive_averages_densities_over_draws_not_log_densities():
+    from models.gaussian_mf import GaussianMF, RunningPredictive
+
+    data = ratings(seed=1)
+    model = GaussianMF(K=2, prior="fixed", noise_prior=(1.0, 1.0))
+    g = torch.Generator().manual_seed(0)
+    N, M = data.shape
+    draws = [(torch.randn(N, 2, generator=g, dtype=torch.float64), torch.randn(M, 2, generator=g, dtype=torch.float64),
+              torch.tensor(a, dtype=torch.float64)) for a in (0.5, 3.0)]
+    run = RunningPredictive(model, data, data)
+    off = float(model.offset(data))
+    r, c, x = data.rows.numpy(), data.cols.numpy(), data.values.numpy()
+    logp = [_norm_logpdf(x, off + (U.numpy()[r] * V.numpy()[c]).sum(-1), 1 / np.sqrt(float(a))) for U, V, a in draws]
+    at1, lpd1 = run.update(*draws[0])
+    assert at1 == pytest.approx(logp[0].mean(), rel=1e-12) and lpd1 == pytest.approx(at1, rel=1e-12)
+    at2, lpd2 = run.update(*draws[1])
+    assert at2 == pytest.approx(logp[1].mean(), rel=1e-12)
+    assert lpd2 == pytest.approx(np.mean(np.log((np.exp(logp[0]) + np.exp(logp[1])) / 2)), rel=1e-12)

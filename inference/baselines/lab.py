@@ -12,7 +12,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["Factorisation", "sgd_factorise", "truncated_svd", "als", "LAB_MATRIX", "LAB_MASK"]
+__all__ = ["Factorisation", "sgd_factorise", "sgd_random", "truncated_svd", "als", "ridge_objective", "LAB_MATRIX",
+           "LAB_MASK"]
 
 # The course lab's 3 x 3 matrix (docs/REFERENCE.md section 2) and its masked version (A[1,0], A[2,1] hidden).
 LAB_MATRIX = np.array([[0.3374, 0.6005, 0.1735], [3.3359, 0.0492, 1.8374], [2.9407, 0.5301, 2.2620]])
@@ -71,6 +72,48 @@ def sgd_factorise(A: np.ndarray, rank: int, *, epochs: int = 1000, lr: float = 0
             V[c] = V[c] + lr * e * U[r]
         trace.append(_loss(A, U, V, mask))
     return Factorisation(U, V, trace[-1] if trace else _loss(A, U, V, mask), np.array(trace))
+
+
+def ridge_objective(A: np.ndarray, U: np.ndarray, V: np.ndarray, lam: float, mask: np.ndarray | None = None) -> float:
+    """The lecture's regularised objective, the one ALS minimises block by block and ``sgd_random`` by entries:
+    sum over Omega of (A_nm - u_n . v_m)^2 + lam (sum_n |u_n|^2 + sum_m |v_m|^2)."""
+    A, mask = _check(A, U.shape[1], mask)
+    return _loss(A, U, V, mask) + lam * (float((U ** 2).sum()) + float((V ** 2).sum()))
+
+
+def sgd_random(A: np.ndarray, rank: int, *, epochs: int = 200, lr: float = 0.01, lam: float = 0.1, seed: int = 0,
+               mask: np.ndarray | None = None) -> Factorisation:
+    """SGD on the regularised objective (``ridge_objective``) by random entries: each step draws one observed
+    (n, m) uniformly from Omega and follows that entry's share of the gradient (the factor 2 absorbed in lr):
+
+        e = A_nm - u_n . v_m
+        u_n += lr (e v_m - lam / |Omega_n| u_n),   v_m += lr (e u_n - lam / |Omega^m| v_m)
+    (both from the old u_n, v_m)
+
+    |Omega_n| (|Omega^m|) counts the observed entries of row n (column m), so the expected step is the full
+    gradient of sum_Omega (A_nm - u_n . v_m)^2 + lam (sum |u_n|^2 + sum |v_m|^2) divided by |Omega|: the same
+    objective as ``als`` with the same lam. An epoch is |Omega| steps; the trace holds the regularised objective
+    after each epoch and ``loss`` the unregularised loss over Omega. U, V start U(0, 1) like ``sgd_factorise``."""
+    A, mask = _check(A, rank, mask)
+    if not lam >= 0:
+        raise ValueError(f"lam must be >= 0, got {lam!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    g = torch.Generator().manual_seed(seed)
+    U = torch.rand(A.shape[0], rank, generator=g, dtype=torch.float64).numpy()
+    V = torch.rand(A.shape[1], rank, generator=g, dtype=torch.float64).numpy()
+    rows, cols = np.nonzero(mask)
+    per_row, per_col = np.maximum(mask.sum(1), 1), np.maximum(mask.sum(0), 1)
+    trace = []
+    for _ in range(epochs):
+        picks = torch.randint(len(rows), (len(rows),), generator=g).numpy()
+        for i in picks:
+            n, m = rows[i], cols[i]
+            e = A[n, m] - U[n] @ V[m]
+            U[n], V[m] = (U[n] + lr * (e * V[m] - lam / per_row[n] * U[n]),
+                          V[m] + lr * (e * U[n] - lam / per_col[m] * V[m]))
+        trace.append(ridge_objective(A, U, V, lam, mask))
+    return Factorisation(U, V, _loss(A, U, V, mask), np.array(trace))
 
 
 def truncated_svd(A: np.ndarray, rank: int) -> Factorisation:

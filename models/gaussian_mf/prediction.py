@@ -12,7 +12,7 @@ import torch.distributions as td
 
 from models.data import RatingData, check_index
 
-__all__ = ["predict", "recommend", "heldout_scores"]
+__all__ = ["predict", "recommend", "heldout_scores", "draw_loglik", "sampled_nll", "RunningPredictive"]
 
 
 def heldout_scores(model: Any, train: RatingData, result: Any, test: RatingData) -> dict[str, float]:
@@ -31,6 +31,52 @@ def heldout_scores(model: Any, train: RatingData, result: Any, test: RatingData)
                       for u, v, a in zip(U, V, alpha)])
     lpd = torch.logsumexp(lp, 0) - math.log(len(U))
     return {"test_rmse": rmse, "heldout_lpd_per_rating": float(lpd.mean())}
+
+
+def draw_loglik(model: Any, train: RatingData, U: torch.Tensor, V: torch.Tensor, alpha: torch.Tensor | float | None,
+                data: RatingData) -> torch.Tensor:
+    """log N(r_ij; offset + u_i . v_j, 1 / alpha) of every rating of ``data`` at draws U (..., N, K), V (..., M, K),
+    alpha (...) (None: the model's fixed alpha) -> (..., n). The offset is the training mean when the model centres."""
+    alpha = torch.as_tensor(model.alpha if alpha is None else alpha, dtype=U.dtype)
+    mean = model.offset(train) + (U[..., data.rows, :] * V[..., data.cols, :]).sum(-1)
+    return td.Normal(mean, (1.0 / alpha.sqrt())[..., None]).log_prob(data.values)
+
+
+def sampled_nll(model: Any, train: RatingData, q: Any, data: RatingData, *, num_draws: int = 100,
+                generator: torch.Generator | None = None, chunk: int = 20) -> float:
+    """Negative log predictive density per rating of ``data`` from ``num_draws`` draws of the variational family q
+    (a VBState): -mean_n log (1/S) sum_s N(r_n; offset + u_i^(s) . v_j^(s), 1 / alpha^(s)), the Monte Carlo
+    estimate the course reports ("NLL from 100 posterior draws"). alpha: q's draws where q covers it, else the
+    model's fixed alpha. Draws are made ``chunk`` at a time (memory S x n)."""
+    if num_draws < 1:
+        raise ValueError(f"num_draws must be >= 1, got {num_draws!r}")
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    acc = None
+    for start in range(0, num_draws, chunk):
+        draws = q.sample(min(chunk, num_draws - start), generator)
+        lp = torch.logsumexp(draw_loglik(model, train, draws["U"], draws["V"], draws.get("alpha"), data), 0)
+        acc = lp if acc is None else torch.logaddexp(acc, lp)
+    return float(-(acc - math.log(num_draws)).mean())
+
+
+class RunningPredictive:
+    """The posterior predictive density of each rating of ``data`` averaged over the draws seen so far, for a
+    sampler's per-sweep trace (e.g. from fit_gibbs's callback).
+
+    ``update(U, V, alpha)`` adds one draw and returns (log-likelihood per rating at this draw, log predictive
+    density per rating over all draws so far: mean_n log (1/S) sum_s N(r_n; ...))."""
+
+    def __init__(self, model: Any, train: RatingData, data: RatingData):
+        self.model, self.train, self.data = model, train, data
+        self.count = 0
+        self._acc: torch.Tensor | None = None
+
+    def update(self, U: torch.Tensor, V: torch.Tensor, alpha: torch.Tensor | float | None = None
+               ) -> tuple[float, float]:
+        lp = draw_loglik(self.model, self.train, U, V, alpha, self.data)
+        self._acc = lp if self._acc is None else torch.logaddexp(self._acc, lp)
+        self.count += 1
+        return float(lp.mean()), float((self._acc - math.log(self.count)).mean())
 
 
 def predict(model: Any, train: RatingData, result: Any, rows, cols, *, clip: tuple[float, float] | None = None,

@@ -56,6 +56,31 @@ class GibbsState(NamedTuple):
     eta: torch.Tensor
 
 
+def sparse_likelihood(data: CountMatrix, theta: torch.Tensor, eta: torch.Tensor) -> None:
+    """The Pyro sites of X | theta, eta over all N x M cells from the nonzeros only: log Po(x_nm; r_nm) on the
+    nonzeros and minus the zero cells' total rate, (sum_n theta_n) . (sum_m eta_m) - sum_nonzero r_nm."""
+    import pyro
+    import pyro.distributions as dist
+
+    rate_nz = (theta[..., data.rows, :] * eta[..., data.cols, :]).sum(-1)
+    with pyro.plate("nonzero", data.nnz):
+        pyro.sample("x", dist.Poisson(rate_nz), obs=data.values)
+    pyro.factor("x_zero_cells", -((theta.sum(-2) * eta.sum(-2)).sum(-1) - rate_nz.sum(-1)))
+
+
+def augmented_likelihood(data: CountMatrix, theta: torch.Tensor, eta: torch.Tensor) -> None:
+    """The Pyro sites of x | theta, eta in the augmented model (eq. 1): z_nmk ~ Po(theta_nk eta_mk) on the nonzero
+    cells, x_nm = sum_k z_nmk (a Delta site), and the zero cells' z = 0 (log-mass minus their total rate)."""
+    import pyro
+    import pyro.distributions as dist
+
+    rates = theta[data.rows] * eta[data.cols]
+    with pyro.plate("nonzero", data.nnz):
+        z = pyro.sample("z", dist.Poisson(rates).to_event(1))
+        pyro.sample("x", dist.Delta(z.sum(-1)), obs=data.values)
+    pyro.factor("x_zero_cells", -((theta.sum(0) * eta.sum(0)).sum() - rates.sum()))
+
+
 def _positive_finite(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -165,11 +190,7 @@ class PoissonMF(PoissonMFVB, PoissonMFStochastic):
         a_t, b_t, a_e, b_e = self._prior_tensors(data.values)
         theta = pyro.sample("theta", dist.Gamma(a_t, b_t).expand([N, self.K]).to_event(2))
         eta = pyro.sample("eta", dist.Gamma(a_e, b_e).expand([M, self.K]).to_event(2))
-        rate_nz = (theta[..., data.rows, :] * eta[..., data.cols, :]).sum(-1)
-        with pyro.plate("nonzero", data.nnz):
-            pyro.sample("x", dist.Poisson(rate_nz), obs=data.values)
-        total_rate = (theta.sum(-2) * eta.sum(-2)).sum(-1)
-        pyro.factor("x_zero_cells", -(total_rate - rate_nz.sum(-1)))
+        sparse_likelihood(data, theta, eta)
 
     def augmented_model(self, data: CountMatrix) -> None:
         """Pyro model of the augmented joint p(theta, eta, z, X) (eq. 1): z_nmk ~ Po(theta_nk eta_mk) on the
@@ -181,11 +202,7 @@ class PoissonMF(PoissonMFVB, PoissonMFStochastic):
         a_t, b_t, a_e, b_e = self._prior_tensors(data.values)
         theta = pyro.sample("theta", dist.Gamma(a_t, b_t).expand([N, self.K]).to_event(2))
         eta = pyro.sample("eta", dist.Gamma(a_e, b_e).expand([M, self.K]).to_event(2))
-        rates = theta[data.rows] * eta[data.cols]
-        with pyro.plate("nonzero", data.nnz):
-            z = pyro.sample("z", dist.Poisson(rates).to_event(1))
-            pyro.sample("x", dist.Delta(z.sum(-1)), obs=data.values)
-        pyro.factor("x_zero_cells", -((theta.sum(0) * eta.sum(0)).sum() - rates.sum()))
+        augmented_likelihood(data, theta, eta)
 
     conditional_model = augmented_model
 

@@ -55,11 +55,8 @@ def cavi_start(init: str) -> dict[str, str]:
     return {"init": init, "elbo_at": "after_eta"} if init == "reference" else {"init": init}
 
 
-SPEC = register(ModelSpec(
-    name="poisson-mf",
-    model_class="models.poisson_mf.model:PoissonMF",
-    summary="Poisson-gamma matrix factorisation of counts (LastFM)",
-    hyperparameters=("a_theta", "b_theta", "a_eta", "b_eta"),
+# What both count models share: their data, files, synthetic problems and the factor report of compare.
+COUNT_DATA = dict(
     synthetic=synthetic,
     synthetic_size=(20, 30),
     synthetic_help="rows x columns of counts",
@@ -68,6 +65,15 @@ SPEC = register(ModelSpec(
     read_file=read_file,
     file_help=".csv long format (header row,col,value or --columns; IDs are labels) or .npy / text dense counts",
     default_K=3,
+    fit_report=fit_report,
+)
+
+SPEC = register(ModelSpec(
+    name="poisson-mf",
+    model_class="models.poisson_mf.model:PoissonMF",
+    summary="Poisson-gamma matrix factorisation of counts (LastFM)",
+    hyperparameters=("a_theta", "b_theta", "a_eta", "b_eta"),
+    **COUNT_DATA,
     options=(Option("--init", "init", "CAVI start: default, or reference (the course's: random Gamma(U(0.5a, 1.5a), "
                     "U(0.5b, 1.5b)) starts, the ELBO at a uniform lambda first, then after each eta update)",
                     target="cavi", choices=("default", "reference"), convert=cavi_start),
@@ -76,5 +82,20 @@ SPEC = register(ModelSpec(
     # Gibbs's sweeps are cheap and its draws autocorrelated (the z augmentation): every 10th of 20,000 sweeps after
     # 1,000 warm-up brings 4 chains to R-hat < 1.01 on all 600 rates of make demo (benchmarks/mixing_bench.py)
     compare_settings={"gibbs": {"num_samples": 2000, "warmup": 1000, "thin": 10, "num_chains": 4}},
-    fit_report=fit_report,
+))
+
+
+HPF_SPEC = register(ModelSpec(
+    name="hpf",
+    model_class="models.poisson_mf.hierarchical:HierarchicalPoissonMF",
+    summary="hierarchical Poisson factorisation: Poisson MF with row activity and column popularity (LastFM)",
+    hyperparameters=("a_theta", "c_theta", "d_theta", "a_eta", "c_eta", "d_eta"),
+    **COUNT_DATA,
+    options=FILE_OPTIONS,
+    # calibration draws problems from the prior: Gopalan's a = c = d = 0.3 gives rates up to 1e17 there (xi near 0),
+    # so SBC and Geweke use a prior whose draws are count data (E[xi] = 1, sd 0.45; E[theta] about 1.25)
+    calibration=Calibration(size=(4, 5), warmup=200, thin=10,
+                            model_options={"a_theta": 1.0, "c_theta": 5.0, "d_theta": 5.0, "a_eta": 1.0,
+                                           "c_eta": 5.0, "d_eta": 5.0}),
+    compare_methods=("cavi", "gibbs", "svi", "nuts"),  # (EM needs a >= 1: not at the default a = 0.3)
 ))
