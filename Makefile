@@ -32,7 +32,7 @@ test-fast: $(STAMP)
 mutants: $(STAMP)
 	$(PY) tests/mutation/run.py --out mutants.md
 
-# the documentation site: every notebook executed in full (about 15 minutes on 2 cores), mkdocs --strict into
+# the documentation site: every notebook executed in full (about 9 minutes on 2 cores), mkdocs --strict into
 # build/site, then every page opened in headless Chromium (Debian's chromium package; screenshots in build/screenshots)
 docs: $(STAMP)
 	$(PY) docs/site/build.py

@@ -224,6 +224,16 @@ class CountMatrix(SparseMatrix):
             parts.append(dataclasses.replace(self, rows=self.rows[keep], cols=self.cols[keep], values=v[keep], _csr={}))
         return parts[0], parts[1]
 
+    def hold_out_cells(self, test_fraction: float, generator: torch.Generator) -> tuple[CountMatrix, CountMatrix]:
+        """Split the nonzero cells: each goes to the test part, whole, with probability ``test_fraction``; the
+        training part reads those cells as zeros. (Unlike ``thin``, the test cells are user-item pairs the fit has
+        not seen: what a recommender is measured on.) Both parts keep this matrix's labels."""
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+        test = torch.rand(self.nnz, generator=generator, dtype=torch.float64).to(self.device) < test_fraction
+        return tuple(dataclasses.replace(self, rows=self.rows[keep], cols=self.cols[keep], values=self.values[keep],
+                                         _csr={}) for keep in (~test, test))
+
     def __repr__(self) -> str:
         N, M = self.shape
         return (f"CountMatrix({self.name or 'counts'}: {N} x {M}, nnz={self.nnz}, "

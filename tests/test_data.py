@@ -143,3 +143,31 @@ def test_thinning_splits_every_count():
     assert 0 < test.total < X.total
     with pytest.raises(ValueError, match="test_fraction"):
         X.thin(1.5, torch.Generator())
+
+
+def test_holding_out_cells_moves_whole_cells():
+    X = as_count_matrix(np.arange(1, 201).reshape(10, 20))
+    train, test = X.hold_out_cells(0.25, torch.Generator().manual_seed(0))
+    A, B = train.to_dense().numpy(), test.to_dense().numpy()
+    np.testing.assert_array_equal(A + B, X.to_dense().numpy())
+    assert not np.any((A > 0) & (B > 0))  # a cell is in one part, whole
+    assert 30 <= test.nnz <= 70  # about a quarter of the 200 cells
+    with pytest.raises(ValueError, match="test_fraction"):
+        X.hold_out_cells(0.0, torch.Generator())
+
+
+def test_recall_at_k_ranks_unseen_columns_by_posterior_mean_rate():
+    """Rates theta_n eta_m with eta = 5, 4, 3, 2, 1: row 0 saw column 0 and holds out columns 1 and 4, so its top 2
+    unseen columns are 1 and 2 (recall 1 / 2); row 1 saw nothing and holds out column 0 (recall 1 / 1)."""
+    from types import SimpleNamespace
+
+    from models.poisson_mf import recall_at_k
+
+    result = SimpleNamespace(coords={"row": np.arange(2), "col": np.arange(5)}, variational={},
+                             point={"theta": np.ones((2, 1)), "eta": np.arange(5, 0, -1.0)[:, None]})
+    train = as_count_matrix(np.array([[3, 0, 0, 0, 0], [0, 0, 0, 0, 0]]))
+    test = as_count_matrix(np.array([[0, 1, 0, 0, 2], [4, 0, 0, 0, 0]]))
+    assert recall_at_k(result, train, test, k=2) == pytest.approx(0.75)
+    assert recall_at_k(result, train, test, k=4) == pytest.approx(1.0)  # row 0's top 4 unseen hold both
+    with pytest.raises(ValueError, match="k must be"):
+        recall_at_k(result, train, test, k=0)

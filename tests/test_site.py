@@ -67,6 +67,16 @@ def test_every_notebook_is_in_the_site_nav(tmp_path):
         build.check_nav(tmp_path)
 
 
+def test_doc_mentions_become_links_outside_code_only():
+    text = ("see docs/ARCHITECTURE.md (and docs/REFERENCE.md section 1); `docs/KEEP.md`, [x](docs/LINKED.md)\n"
+            "    docs/INDENTED.md\n```\ndocs/FENCED.md\n```\n")
+    out = build.link_doc_mentions(text, "docs/")
+    assert "[docs/ARCHITECTURE.md](docs/ARCHITECTURE.md)" in out
+    assert "(and [docs/REFERENCE.md](docs/REFERENCE.md) section 1)" in out
+    for kept in ("`docs/KEEP.md`", "[x](docs/LINKED.md)", "    docs/INDENTED.md\n", "\ndocs/FENCED.md\n"):
+        assert kept in out
+
+
 @needs_lastfm
 @pytest.mark.skipif(not have_data("netflix/netflix_incomplete.txt"), reason="Netflix files not available")
 @pytest.mark.skipif(not have_data("movielens-100k/u1.test"), reason="MovieLens-100K not available")

@@ -1,6 +1,6 @@
 """Build the documentation site: README, docs/, every notebook executed, and the API reference, with MkDocs.
 
-    python docs/site/build.py            # `make docs`: every notebook in full (tens of minutes on 2 cores)
+    python docs/site/build.py            # `make docs`: every notebook in full (about 8 minutes on 2 cores)
     python docs/site/build.py --quick    # `make docs-quick`: INFERLAB_NB_QUICK=1 (small iteration counts; CI)
 
 Steps: stage README.md (as the home page), docs/*.md and the API pages into build/site-src; execute each notebook
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -125,6 +126,23 @@ def api_page(title: str, modules: list[str]) -> str:
     return "\n".join(parts)
 
 
+_DOC_MENTION = re.compile(r"(?<![`/\w\[\"])(?<!\]\()docs/([A-Z_]+)\.md(?![`\w])")
+
+
+def link_doc_mentions(text: str, prefix: str) -> str:
+    """Plain-text mentions of docs/NAME.md outside code (fenced and indented blocks, inline code) become links to
+    ``prefix``NAME.md, so that the site's pages link where the repository's files name each other."""
+    def link(line: str) -> str:
+        if line.startswith("    "):  # an indented code block's line
+            return line
+        return _DOC_MENTION.sub(lambda m: f"[docs/{m.group(1)}.md]({prefix}{m.group(1)}.md)", line)
+
+    parts = text.split("```")
+    for i in range(0, len(parts), 2):  # outside fenced blocks
+        parts[i] = "\n".join(link(line) for line in parts[i].split("\n"))
+    return "```".join(parts)
+
+
 def stage(src_dir: Path, keep_notebooks: bool = False) -> None:
     """README as index.md, docs/*.md under docs/, one API page per API_PAGES entry (and an empty notebooks/ unless
     ``keep_notebooks``)."""
@@ -132,10 +150,10 @@ def stage(src_dir: Path, keep_notebooks: bool = False) -> None:
         shutil.rmtree(src_dir / sub, ignore_errors=True)
     for sub in ("docs", "notebooks", "api"):
         (src_dir / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "README.md", src_dir / "index.md")
+    (src_dir / "index.md").write_text(link_doc_mentions((ROOT / "README.md").read_text(), "docs/"))
     shutil.copy(ROOT / "docs" / "site" / "extra.css", src_dir / "extra.css")
     for md in sorted((ROOT / "docs").glob("*.md")):
-        shutil.copy(md, src_dir / "docs" / md.name)
+        (src_dir / "docs" / md.name).write_text(link_doc_mentions(md.read_text(), ""))
     for name, (title, modules) in API_PAGES.items():
         (src_dir / "api" / f"{name}.md").write_text(api_page(title, modules))
 

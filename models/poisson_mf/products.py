@@ -12,7 +12,7 @@ import torch
 
 from models.data import CountMatrix
 
-__all__ = ["expected_rates", "expected_total_rate", "recommend", "factor_top_items"]
+__all__ = ["expected_rates", "expected_total_rate", "recommend", "factor_top_items", "recall_at_k"]
 
 
 def _draws(result: Any, name: str) -> torch.Tensor:
@@ -100,3 +100,29 @@ def factor_top_items(result: Any, n: int = 10, *, data: CountMatrix | None = Non
             records.append({"factor": int(k), "loading": float(loading[k]), "rank": rank + 1,
                             "item": np.asarray(result.coords["col"])[m], "name": names[m], "weight": float(eta[m, k])})
     return pd.DataFrame(records)
+
+
+def recall_at_k(result: Any, train: CountMatrix, test: CountMatrix, k: int = 20) -> float:
+    """Recall at k of held-out cells (CountMatrix.hold_out_cells): for each row with test cells, the k columns of
+    highest posterior mean rate E[theta_n . eta_m] among those with no training count, and the share of the row's
+    test columns among them, |top k & test| / min(k, |test|); the mean over those rows."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    N, M = train.shape
+    if test.shape != (N, M):
+        raise ValueError(f"test has shape {test.shape}, train {train.shape}")
+    hits = torch.zeros(N, dtype=torch.float64)
+    held = torch.bincount(test.rows, minlength=N).to(torch.float64)
+    test_set = torch.zeros(N, M, dtype=torch.bool)
+    test_set[test.rows, test.cols] = True
+    step = max(1, 2_000_000 // M)
+    for start in range(0, N, step):  # rows in blocks: the (rows, M) rates, never N x M at once for samplers
+        rows = torch.arange(start, min(N, start + step))
+        r = rows.repeat_interleave(M)
+        rates = expected_rates(result, r, torch.arange(M).repeat(len(rows))).reshape(len(rows), M)
+        seen = (train.rows >= start) & (train.rows < start + len(rows))
+        rates[train.rows[seen] - start, train.cols[seen]] = -torch.inf
+        top = rates.topk(min(k, M), dim=1).indices
+        hits[rows] = test_set[rows[:, None], top].sum(1).to(torch.float64)
+    some = held > 0
+    return float((hits[some] / held[some].clamp(max=k)).mean())
