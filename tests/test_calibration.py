@@ -2,6 +2,7 @@
 CAVI, and the sweep executors (serial, local processes, a real Dask LocalCluster; resumable)."""
 
 import json
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -65,10 +66,13 @@ def test_sbc_ranks_of_every_gibbs_sampler_are_uniform(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["bayes-gmm", "bayes-gmm-full"])
+@pytest.mark.parametrize("name", ["bayes-gmm"] + (["bayes-gmm-full"] if os.environ.get("INFERLAB_LONG_TESTS") else []))
 def test_sbc_ranks_of_relabelled_mixture_components_are_uniform(name):
     """The component parameters themselves (pi[k], mu[k, j]), relabelled against a pivot from an independent chain:
-    uniform ranks for both mixtures (raw per-label ranks are not a valid test under label switching)."""
+    uniform ranks (raw per-label ranks are not a valid test under label switching). The relabelling is the same code
+    for both mixtures: the full-covariance classification probabilities are checked exactly against per-draw ones
+    (tests/test_relabel.py) and that sampler's calibration by the SBC above. The full-covariance case (90 s in CI,
+    the longest statistical test; it passed in every CI run of issue 15) runs with INFERLAB_LONG_TESTS=1."""
     model, size, kw = CASES[name]
     res = sbc(model, "gibbs", num_replications=100, size=size, num_draws=19, bins=5, seed=1, executor=SERIAL,
               progress=False, relabel=True, **kw)
