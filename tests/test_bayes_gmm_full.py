@@ -188,9 +188,10 @@ def test_bartlett_reparameterisation_is_the_wishart():
 def test_gibbs_and_nuts_agree_on_sorted_means():
     model = BayesGMMFull(K=2, beta0=0.05)
     _, data = model.sample(20, 2, torch.Generator().manual_seed(3))
-    g = fit_gibbs(model, data, seed=0, num_samples=1500, warmup=300, num_chains=4, progress=False)
+    # (CI time: 800 Gibbs draws per chain reach max R-hat 1.002 here; NUTS's 300 draws carry their own MCSE in z)
+    g = fit_gibbs(model, data, seed=0, num_samples=800, warmup=300, num_chains=4, progress=False)
     assert np.all(rhat(g.posterior["mu_sorted"]) < 1.01)
-    n = fit_nuts(model, data, seed=1, num_samples=250, warmup=200, num_chains=2, jit=True, progress=False)  # (JIT: 2.4x)
+    n = fit_nuts(model, data, seed=1, num_samples=150, warmup=150, num_chains=2, jit=True, progress=False)  # (JIT: 2.4x)
     a, b = g.posterior["mu_sorted"], n.posterior["mu_sorted"]
     z = (a.mean((0, 1)) - b.mean((0, 1))) / np.sqrt(mcse_mean(a) ** 2 + mcse_mean(b) ** 2)
     assert np.abs(z).max() < 4.5, z
