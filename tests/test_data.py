@@ -169,5 +169,10 @@ def test_recall_at_k_ranks_unseen_columns_by_posterior_mean_rate():
     test = as_count_matrix(np.array([[0, 1, 0, 0, 2], [4, 0, 0, 0, 0]]))
     assert recall_at_k(result, train, test, k=2) == pytest.approx(0.75)
     assert recall_at_k(result, train, test, k=4) == pytest.approx(1.0)  # row 0's top 4 unseen hold both
+    # a sampler's result ranks by the mean over draws of theta_n . eta_m: two draws whose mean is eta above
+    eta_draws = np.stack([np.array([9.0, 1, 5, 3, 0]), np.array([1.0, 7, 1, 1, 2])])[None, :, :, None]
+    sampled = SimpleNamespace(coords=result.coords, variational=None,
+                              posterior={"theta": np.ones((1, 2, 2, 1)), "eta": eta_draws})
+    assert recall_at_k(sampled, train, test, k=2) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="k must be"):
         recall_at_k(result, train, test, k=0)

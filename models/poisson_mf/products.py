@@ -115,11 +115,16 @@ def recall_at_k(result: Any, train: CountMatrix, test: CountMatrix, k: int = 20)
     held = torch.bincount(test.rows, minlength=N).to(torch.float64)
     test_set = torch.zeros(N, M, dtype=torch.bool)
     test_set[test.rows, test.cols] = True
-    step = max(1, 2_000_000 // M)
-    for start in range(0, N, step):  # rows in blocks: the (rows, M) rates, never N x M at once for samplers
+    if result.variational is not None:  # E[theta_n] . E[eta_m] exactly (q independent)
+        theta = torch.as_tensor(result.point["theta"])[None, None]
+        eta = torch.as_tensor(result.point["eta"])[None, None]
+    else:  # the mean over draws of theta_n . eta_m (never of theta and eta separately: label switching)
+        theta, eta = _draws(result, "theta"), _draws(result, "eta")
+    draws = theta.shape[0] * theta.shape[1]
+    step = max(1, 4_000_000 // (M * draws))
+    for start in range(0, N, step):  # rows in blocks: (draws, rows, M) rates at a time, never N x M per draw
         rows = torch.arange(start, min(N, start + step))
-        r = rows.repeat_interleave(M)
-        rates = expected_rates(result, r, torch.arange(M).repeat(len(rows))).reshape(len(rows), M)
+        rates = (theta[..., rows, :] @ eta.transpose(-1, -2)).mean((0, 1))
         seen = (train.rows >= start) & (train.rows < start + len(rows))
         rates[train.rows[seen] - start, train.cols[seen]] = -torch.inf
         top = rates.topk(min(k, M), dim=1).indices
