@@ -106,7 +106,7 @@ def run_stochastic(data_file: str, sweeps: int, folder: str) -> dict:
     from inference.stochastic import stochastic_vi
     from models import PoissonMF
     from models.conjugate import gamma_expectations
-    from models.poisson_mf.stochastic import RowBlocks
+    from models.blocks import RowBlocks
 
     torch.set_num_threads(os.cpu_count() or 1)
     d = np.load(data_file)

@@ -27,7 +27,7 @@ from inference.assemble import check_positive_int, check_seed, variational_resul
 from inference.results import InferenceResult
 from models.protocol import Invariants, Model, StochasticVI, require
 
-__all__ = ["fit_stochastic", "stochastic_vi", "StochasticRun"]
+__all__ = ["fit_stochastic", "stochastic_vi", "StochasticRun", "step_size"]
 
 
 @dataclass
@@ -40,6 +40,11 @@ class StochasticRun:
     elbo: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     rows_seen: list[int] = field(default_factory=list)
+
+
+def step_size(t: int, tau: float, kappa: float) -> float:
+    """Robbins-Monro step rho_t = (tau + t)^-kappa for iteration t = 1, 2, ... (kappa = 0: rho = 1)."""
+    return 1.0 if kappa == 0 else math.pow(tau + t, -kappa)
 
 
 def _check_steps(tau: float, kappa: float) -> None:
@@ -55,7 +60,7 @@ def _check_steps(tau: float, kappa: float) -> None:
 def stochastic_vi(model: Any, blocks: Any, *, seed: int, batch_size: int, num_iters: int, tau: float = 1.0,
                   kappa: float = 0.7, local_iters: int = 1, eval_every: int | None = None, init: Any = None,
                   progress: bool = True, callback: Callable[[int, Any], bool | None] | None = None) -> StochasticRun:
-    """Stochastic VI on row blocks (``models.poisson_mf.stochastic.RowBlocks``: in memory or memory-mapped).
+    """Stochastic VI on row blocks (``models.blocks.RowBlocks``: in memory or memory-mapped).
 
     Args:
         batch_size: rows per iteration (all rows: every iteration sees the whole data).
@@ -76,17 +81,16 @@ def stochastic_vi(model: Any, blocks: Any, *, seed: int, batch_size: int, num_it
     _check_steps(tau, kappa)
     eval_every = check_positive_int("eval_every", eval_every, minimum=0) if eval_every is not None \
         else max(1, N // batch_size)
-    from models.poisson_mf.stochastic import step_size
 
     generator = torch.Generator().manual_seed(int(seed))
-    _, _, log_fact = blocks.totals()
-    q = model.stochastic_start(model.stochastic_init(blocks, generator) if init is None else init)
+    constants = model.stochastic_constants(blocks)
+    q = model.stochastic_start(model.stochastic_init(blocks, generator) if init is None else init, constants)
     rng = np.random.default_rng(int(seed))
     order, pos = rng.permutation(N), 0
     run = StochasticRun(q)
 
     def evaluate(t: int, spent: float) -> float:
-        elbo = model.stochastic_elbo(blocks, q, log_fact)
+        elbo = model.stochastic_elbo(blocks, q, constants)
         run.iterations.append(t), run.elbo.append(elbo), run.seconds.append(spent)
         run.rows_seen.append(t * batch_size)
         return elbo
@@ -126,10 +130,10 @@ def fit_stochastic(model: Any, data: Any, *, seed: int, num_iters: int = 200, ba
                    dtype: torch.dtype = torch.float64, device: str = "cpu", progress: bool = True,
                    callback: Callable | None = None) -> InferenceResult:
     """Stochastic VI on data in memory, packaged like CAVI's result (draws from q with the invariant quantities,
-    PSIS k-hat, trace["objective"] = the ELBO at the evaluated iterations, trace["iteration"] which ones).
+    PSIS k-hat, trace["objective"] = the ELBO at the evaluated iterations, trace["at_iteration"] which ones).
 
     batch_size: rows per iteration (default: a tenth of the rows, at least 1). See :func:`stochastic_vi`."""
-    from models.poisson_mf.stochastic import RowBlocks
+    from models.blocks import RowBlocks
 
     require(model, StochasticVI, Model, Invariants, method="fit_stochastic")
     check_positive_int("num_samples", num_samples)
@@ -140,7 +144,7 @@ def fit_stochastic(model: Any, data: Any, *, seed: int, num_iters: int = 200, ba
     if device != "cpu":
         raise ValueError(f"fit_stochastic runs on the CPU (its row blocks are NumPy arrays); got device={device!r}")
     data = model.prepare(data, dtype=dtype, device=device)
-    blocks = RowBlocks.from_counts(data)
+    blocks = RowBlocks.from_matrix(data)
     batch_size = max(1, data.shape[0] // 10) if batch_size is None else batch_size
     run = stochastic_vi(model, blocks, seed=seed, batch_size=batch_size, num_iters=num_iters, tau=tau, kappa=kappa,
                         local_iters=local_iters, eval_every=eval_every, init=init, progress=progress,
@@ -151,6 +155,6 @@ def fit_stochastic(model: Any, data: Any, *, seed: int, num_iters: int = 200, ba
              "converged": False}
     trace = {"objective": torch.tensor(run.elbo, dtype=torch.float64),
              "seconds": torch.tensor(run.seconds, dtype=torch.float64),
-             "iteration": torch.tensor(run.iterations, dtype=torch.float64)}
+             "at_iteration": torch.tensor(run.iterations, dtype=torch.float64)}
     return variational_result("stochastic", model, data, run.q, generator, num_samples=num_samples,
                               objective=run.elbo[-1], trace=trace, seed=seed, wall_time=run.seconds[-1], extra=extra)

@@ -162,20 +162,23 @@ class CAVI(Protocol):
 
 @runtime_checkable
 class StochasticVI(Protocol):
-    """Closed-form stochastic variational inference on row blocks of the data (inference/stochastic.py): the initial
-    q from one pass over the blocks; a private copy of it to update in place (``stochastic_start``); one iteration on
-    a minibatch of rows with step rho (the local step, then the global parameters moved by rho towards their
-    estimate from the batch); the finished q (``stochastic_finish``); the ELBO at q over all blocks."""
+    """Closed-form stochastic variational inference on row blocks of the data (inference/stochastic.py): the
+    constants of the data the ELBO and the steps need, from one pass over the blocks (``stochastic_constants``);
+    the initial q; a private running state made from a q (``stochastic_start``, the caller's q is left alone); one
+    iteration on a minibatch of rows with step rho (the local step, then the global parameters moved by rho towards
+    their estimate from the batch); the finished q (``stochastic_finish``); the ELBO at the state over all blocks."""
+
+    def stochastic_constants(self, blocks: Any) -> Any: ...
 
     def stochastic_init(self, blocks: Any, generator: torch.Generator) -> Any: ...
 
-    def stochastic_start(self, q: Any) -> Any: ...
+    def stochastic_start(self, q: Any, constants: Any) -> Any: ...
 
     def stochastic_step(self, blocks: Any, q: Any, rows: Any, rho: float, local_iters: int = 1) -> Any: ...
 
     def stochastic_finish(self, q: Any) -> Any: ...
 
-    def stochastic_elbo(self, blocks: Any, q: Any, log_factorial_sum: float) -> float: ...
+    def stochastic_elbo(self, blocks: Any, q: Any, constants: Any) -> float: ...
 
 
 @runtime_checkable

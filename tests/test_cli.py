@@ -17,7 +17,8 @@ def run(args, capsys):
 
 
 @pytest.mark.parametrize("method,extra", [("cavi", ["--iters", "15"]), ("gibbs", ["--samples", "20"]),
-                                          ("svi", ["--iters", "30"]), ("nuts", ["--samples", "10", "--chains", "1"])])
+                                          ("svi", ["--iters", "30"]), ("nuts", ["--samples", "10", "--chains", "1"]),
+                                          ("stochastic", ["--iters", "12", "--batch-size", "2"])])
 def test_fit_prints_summary_and_saves(method, extra, tmp_path, capsys):
     code, out, err = run(["fit", "poisson-mf", "--data", "synthetic", "--rows", "6", "--cols", "5", "--method",
                           method, "--seed", "1", "--out", str(tmp_path), "--no-progress", *extra], capsys)
@@ -145,6 +146,13 @@ def test_gaussian_mf_fit_and_compare_synthetic(tmp_path, capsys):
     assert "test_rmse" in out and "heldout_lpd_per_rating" in out
     code, out, err = run(["fit", "gaussian-mf", "--method", "svi", "--rows", "10", "--cols", "8"], capsys)
     assert code == 2 and "SVI is implemented for prior='fixed'" in err
+    code, out, err = run(["fit", "gaussian-mf", "--method", "stochastic", "--rows", "10", "--cols", "8"], capsys)
+    assert code == 2 and "--prior fixed" in err
+    code, out, err = run(["fit", "gaussian-mf", "--method", "stochastic", "--prior", "fixed", "--rows", "20", "--cols",
+                          "15", "-K", "2", "--iters", "20", "--batch-size", "5", "--noise-prior", "1", "1", "--out",
+                          str(tmp_path), "--no-progress"], capsys)
+    assert code == 0, err
+    assert "stochastic on gaussian-mf" in out and (tmp_path / "stochastic.nc").is_file()
     code, out, err = run(["fit", "gaussian-mf", "--method", "gibbs", "--data", "movielens-100k", "--fold", "7"], capsys)
     assert code == 2 and "--fold must be 1..5" in err
 

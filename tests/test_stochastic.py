@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from inference import fit_cavi, fit_stochastic
-from inference.stochastic import stochastic_vi
+from inference.stochastic import step_size, stochastic_vi
 from models import PoissonMF
-from models.poisson_mf.stochastic import RowBlocks, step_size
+from models.blocks import RowBlocks
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_minibatches_reach_the_cavi_fixed_point(problem):
     rate_s = res.point["theta"] @ res.point["eta"].T
     assert np.sqrt(np.mean((rate_c - rate_s) ** 2) / np.mean(rate_c ** 2)) < 0.01
     # the trace: ELBO once per epoch (4 iterations) and at the end, iterations recorded
-    assert list(res.trace["iteration"][:3]) == [0, 4, 8] and res.trace["iteration"][-1] == 1500
+    assert list(res.trace["at_iteration"][:3]) == [0, 4, 8] and res.trace["at_iteration"][-1] == 1500
 
 
 def test_stochastic_elbo_is_the_models_elbo_and_pyros_monte_carlo_elbo(problem):

@@ -31,12 +31,14 @@ QUICK_BANNER = ("> **Quick build.** This page was executed with `INFERLAB_NB_QUI
 # API reference: one page per part of the code; each lists the modules mkdocstrings renders from their docstrings.
 API_PAGES = {
     "models": ("The model layer: protocol, registry, data", ["models.protocol", "models.registry", "models.data",
-                                                              "models.datasets", "models.readers", "models.conjugate"]),
+                                                              "models.datasets", "models.readers", "models.conjugate",
+                                                              "models.blocks"]),
     "poisson_mf": ("Poisson-gamma matrix factorisation", ["models.poisson_mf.model", "models.poisson_mf.vb",
                                                           "models.poisson_mf.products", "models.poisson_mf.stochastic",
                                                           "models.poisson_mf.hierarchical"]),
     "gaussian_mf": ("Gaussian (Bayesian) matrix factorisation", ["models.gaussian_mf.model", "models.gaussian_mf.vb",
-                                                                 "models.gaussian_mf.prediction"]),
+                                                                 "models.gaussian_mf.prediction",
+                                                                 "models.gaussian_mf.stochastic"]),
     "mixture": ("Gaussian mixtures", ["models.mixture.base", "models.mixture.spherical", "models.mixture.full",
                                       "models.mixture.em_missing"]),
     "grid": ("Grid Markov random fields", ["models.grid.model", "models.grid.vb", "models.grid.bp", "models.grid.exact",

@@ -27,6 +27,7 @@ import torch.distributions as td
 from models.conjugate import (LOG_2PI, normal_wishart_mode, normal_wishart_update, sample_gamma,
                               sample_gaussian_precision, sample_wishart, wishart_log_pdf_isotropic)
 from models.data import RatingData, as_rating_data, gram_rhs
+from models.gaussian_mf.stochastic import GaussianMFStochastic
 from models.gaussian_mf.vb import GaussianMFVB
 from models.protocol import Conditional, warm_gibbs_state
 
@@ -53,7 +54,7 @@ def solve_rows(P: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class GaussianMF(GaussianMFVB):
+class GaussianMF(GaussianMFVB, GaussianMFStochastic):
     """Gaussian matrix factorisation (hyperparameters only).
 
     Args:

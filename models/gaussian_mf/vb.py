@@ -160,17 +160,20 @@ class GaussianMFVB:
             return a, torch.log(a)
         return gamma_expectations(st.a_alpha, st.b_alpha)
 
-    def _moment_sums(self, data: RatingData, side: str, mean: torch.Tensor, cov: torch.Tensor):
+    def _moment_sums(self, data: RatingData, side: str, mean: torch.Tensor, cov: torch.Tensor,
+                     offset: float | None = None):
         """sum_{j in Omega_i} fbar_j fbar_j^T (R, K, K), sum_j C_j (R, K, K), sum_j (r_ij - offset) fbar_j (R, K),
-        with f the partners of each row of ``side`` and C their q-covariances."""
-        gram, rhs = gram_rhs(data, side, mean, data.values - self.offset(data))
+        with f the partners of each row of ``side`` and C their q-covariances. ``offset``: default the model's
+        offset of ``data`` (stochastic VI passes the offset of all the data for a minibatch)."""
+        gram, rhs = gram_rhs(data, side, mean, data.values - (self.offset(data) if offset is None else offset))
         return gram, partner_sum(data, side, cov), rhs
 
-    def expected_sse(self, data: RatingData, st: VBState) -> torch.Tensor:
-        """E_q[sum_Omega (r_ij - offset - u_i . v_j)^2] (eq. 5), through per-row sums (no (n, K, K) array)."""
+    def expected_sse(self, data: RatingData, st: VBState, offset: float | None = None) -> torch.Tensor:
+        """E_q[sum_Omega (r_ij - offset - u_i . v_j)^2] (eq. 5), through per-row sums (no (n, K, K) array).
+        ``offset``: as in :meth:`_moment_sums`."""
         u, v = st.U_mean[data.rows], st.V_mean[data.cols]
-        r = data.values - self.offset(data)
-        vv_sum, psi_sum, _ = self._moment_sums(data, "U", st.V_mean, st.V_cov)
+        r = data.values - (self.offset(data) if offset is None else offset)
+        vv_sum, psi_sum, _ = self._moment_sums(data, "U", st.V_mean, st.V_cov, offset)
         quad = torch.einsum("ni,nij,nj->", st.U_mean, psi_sum, st.U_mean) + (st.U_cov * (vv_sum + psi_sum)).sum()
         return ((r - (u * v).sum(-1)) ** 2).sum() + quad
 
@@ -232,9 +235,12 @@ class GaussianMFVB:
 
     def vb_elbo(self, data: RatingData, st: VBState) -> torch.Tensor:
         """The full ELBO (eq. 8), every constant included."""
+        return self.elbo_from_sse(st, len(data), self.expected_sse(data, st))
+
+    def elbo_from_sse(self, st: VBState, n: int, sse: torch.Tensor) -> torch.Tensor:
+        """The ELBO (eq. 8) given the number of ratings n and E_q[SSE] (eq. 5) at q = ``st``."""
         E_alpha, E_log_alpha = self._E_alpha(st)
-        n = len(data)
-        elbo = 0.5 * n * (E_log_alpha - LOG_2PI) - 0.5 * E_alpha * self.expected_sse(data, st)
+        elbo = 0.5 * n * (E_log_alpha - LOG_2PI) - 0.5 * E_alpha * sse
         if st.a_alpha is not None:
             elbo = elbo - gamma_kl(st.a_alpha, st.b_alpha, *self.noise_prior)
         return elbo + self._factor_terms(st, "U") + self._factor_terms(st, "V")
@@ -256,16 +262,19 @@ class GaussianMFVB:
     def cavi_init(self, data: RatingData, generator: torch.Generator) -> VBCaviState:
         """q(U), q(V): means 0.1 N(0, 1), covariances 0.01 I (the Gibbs start); then q(hyper) from them (eq. 6)
         and q(alpha) with E[alpha] = alpha and shape a0 + n/2."""
-        N, M = data.shape
-        dt = data.dtype
+        return VBCaviState(self.initial_params(data.shape, len(data), data.dtype, generator))
+
+    def initial_params(self, shape: tuple[int, int], n: int, dt: torch.dtype, generator: torch.Generator) -> VBState:
+        """The q of :meth:`cavi_init` for an N x M matrix with n ratings."""
+        N, M = shape
         eye = torch.eye(self.K, dtype=dt)
         st = VBState(0.1 * torch.randn(N, self.K, generator=generator, dtype=dt), 0.01 * eye.expand(N, -1, -1).clone(),
                      0.1 * torch.randn(M, self.K, generator=generator, dtype=dt), 0.01 * eye.expand(M, -1, -1).clone())
         st = self._with_hyper(self._with_hyper(st, "U"), "V")
         if self.noise_prior is not None:
-            a = torch.tensor(self.noise_prior[0] + 0.5 * len(data), dtype=dt)
+            a = torch.tensor(self.noise_prior[0] + 0.5 * n, dtype=dt)
             st = st._replace(a_alpha=a, b_alpha=a / self.alpha)
-        return VBCaviState(st)
+        return st
 
     def cavi_initial_elbo(self, data: RatingData, state: VBCaviState) -> torch.Tensor:
         return self.vb_elbo(data, state.params)
