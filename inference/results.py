@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from models import registry
 from models._io import atomic_path
@@ -90,8 +89,11 @@ class InferenceResult:
     def wall_time(self) -> float:
         return float(self.attrs.get("wall_time", np.nan))
 
-    def summary(self) -> pd.DataFrame:
-        """One row per posterior variable: shape, mean of the point estimate, mean posterior sd."""
+    def summary(self) -> Any:
+        """One row per posterior variable (a pandas DataFrame): shape, mean of the point estimate, mean posterior
+        sd."""
+        import pandas as pd
+
         rows = []
         for name, draws in self.posterior.items():
             sd = draws.std(axis=(0, 1)).mean() if draws.shape[0] * draws.shape[1] > 1 else np.nan

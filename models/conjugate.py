@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 __all__ = ["LOG_2PI", "gamma_posterior", "gamma_expectations", "gamma_kl", "gamma_log_pdf", "poisson_log_pmf",
-           "sample_gamma", "gig_log_pdf", "sample_gig", "sample_categorical", "sample_multinomial",
+           "sample_gamma", "sample_gamma_draws", "gig_log_pdf", "sample_gig", "sample_categorical",
+           "sample_multinomial",
            "multinomial_log_pmf", "sample_dirichlet", "dirichlet_kl",
            "dirichlet_expected_log", "dirichlet_mode", "normal_gamma_kl", "mv_digamma", "wishart_expected_logdet",
            "wishart_kl", "sample_wishart", "wishart_log_pdf_isotropic", "normal_wishart_update",
@@ -82,6 +83,35 @@ def poisson_log_pmf(x: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
 def sample_gamma(shape: torch.Tensor, rate: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One draw per element from Ga(shape, rate), from an explicit generator."""
     return torch._standard_gamma(shape, generator=generator) / rate
+
+
+# draws per piece of sample_gamma_draws: below this, one thread draws them all
+_DRAWS_PER_PIECE = 1 << 20
+_MAX_PIECES = 8
+
+
+def sample_gamma_draws(shape: torch.Tensor, rate: torch.Tensor, num_samples: int,
+                       generator: torch.Generator) -> torch.Tensor:
+    """num_samples draws (S, ...) from Ga(shape, rate), shape and rate (...).
+
+    Many draws (variational draws of a large q: 100 x 3,000 x 40 for LastFM) are drawn in up to 8 pieces along S,
+    each piece from its own generator seeded from ``generator``, in threads (the sampler releases the GIL). The
+    pieces and their seeds depend on S and the size of q only, never on the number of threads, so the draws are
+    the same on every machine."""
+    pieces = min(num_samples, _MAX_PIECES, num_samples * shape.numel() // _DRAWS_PER_PIECE)
+    if pieces <= 1:
+        return sample_gamma(shape.expand(num_samples, *shape.shape), rate, generator)
+    seeds = torch.randint(0, 2 ** 62, (pieces,), generator=generator).tolist()
+    bounds = [num_samples * i // pieces for i in range(pieces + 1)]
+
+    def piece(i: int) -> torch.Tensor:
+        g = torch.Generator(device=shape.device).manual_seed(seeds[i])
+        return sample_gamma(shape.expand(bounds[i + 1] - bounds[i], *shape.shape), rate, g)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(pieces, torch.get_num_threads()))) as pool:
+        return torch.cat(list(pool.map(piece, range(pieces))))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -110,6 +110,10 @@ def csr_index(rows: torch.Tensor, cols: torch.Tensor, shape: tuple[int, int]) ->
     return {"crow": crow, "ccol": ccol, "perm": perm, "rows_t": rows[perm].contiguous()}
 
 
+# caches of SparseMatrix._csr that depend on the pattern of stored cells only (kept by with_values)
+PATTERN_CACHES = ("invariant_cells",)
+
+
 @dataclass(frozen=True, eq=False)
 class SparseMatrix(Data):
     """Stored entries of an N x M matrix: rows, cols (nnz,) int64 sorted row-major; values (nnz,) float; shape (N, M)."""
@@ -139,8 +143,13 @@ class SparseMatrix(Data):
         return dataclasses.replace(self, rows=self.rows[idx], cols=self.cols[idx], values=self.values[idx], _csr={})
 
     def with_values(self, values: torch.Tensor):
-        """The same entries with new values (same order), e.g. a resimulated data set."""
-        return dataclasses.replace(self, values=values, _csr=self._csr)
+        """The same entries with new values (same order), e.g. a resimulated data set. It shares the cached index
+        arrays of the pattern (csr_structure, and any cache keyed by a tuple whose first item is in
+        ``PATTERN_CACHES``); what is cached of the values (margins, sum of log x!) is computed afresh."""
+        pattern = self.csr_structure()
+        keep = {k: v for k, v in pattern.items()
+                if k in ("crow", "ccol", "perm", "rows_t") or (isinstance(k, tuple) and k[0] in PATTERN_CACHES)}
+        return dataclasses.replace(self, values=values, _csr=keep)
 
 
 def partner_sum(data: SparseMatrix, side: str, per_partner: torch.Tensor) -> torch.Tensor:
@@ -200,6 +209,15 @@ class CountMatrix(SparseMatrix):
         if "log_factorial_sum" not in self._csr:
             self._csr["log_factorial_sum"] = torch.lgamma(self.values + 1).sum()
         return self._csr["log_factorial_sum"]
+
+    def margins(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row totals sum_m x_nm (N,) and column totals sum_n x_nm (M,), computed once per matrix."""
+        if "margins" not in self._csr:
+            N, M = self.shape
+            zeros = torch.zeros(N + M, dtype=self.dtype, device=self.device)
+            self._csr["margins"] = (zeros[:N].index_add(0, self.rows, self.values),
+                                    zeros[N:].index_add(0, self.cols, self.values))
+        return self._csr["margins"]
 
     def to_dense(self) -> torch.Tensor:
         """(N, M) dense tensor of counts (for small matrices and tests)."""

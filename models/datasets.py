@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from models._io import write_bytes
+from models._io import atomic_path, write_bytes
 from models.data import CountMatrix, as_count_matrix
 
 __all__ = ["DataFileError", "ChecksumMismatch", "data_path", "load_lastfm", "load_netflix", "load_movielens_100k",
@@ -142,6 +141,11 @@ def data_path(key: str) -> Path:
 # LastFM
 
 
+# the version of the parsed form below; raise it when _parse_lastfm changes what it returns
+_LASTFM_PARSE_VERSION = 1
+_LASTFM_ARRAYS = ("rows", "cols", "values", "shape", "users", "items", "names", "warnings")
+
+
 def load_lastfm(*, dtype: torch.dtype = torch.float64, device: str = "cpu") -> CountMatrix:
     """LastFM listening counts: 999 users x 2,000 artists, 40,141 nonzeros, total 5,224,917.
 
@@ -149,30 +153,62 @@ def load_lastfm(*, dtype: torch.dtype = torch.float64, device: str = "cpu") -> C
     quote in its Artist field (file line 27,359) that swallows 3,331 raw lines; its UserID, ItemID
     and Count are right, and its artist name is repaired to the text before the first tab.
 
+    The parsed arrays are kept in the cache folder (``parsed/``, keyed by the file's published sha256 and the parser
+    version), so later loads read them with NumPy instead of parsing the CSV with pandas; the CSV's checksum is
+    still verified on every first load in a process.
+
     Returns:
         CountMatrix with row_labels = UserID (N,), col_labels = ItemID (M,), col_names = artist (M,).
     """
-    df = pd.read_csv(data_path("lastfm/subsampled_last_fm.csv"))
+    key = "lastfm/subsampled_last_fm.csv"
+    path = data_path(key)
+    cached = _cache_dir() / "parsed" / f"lastfm.{SHA256[key][:16]}.v{_LASTFM_PARSE_VERSION}.npz"
+    try:
+        with open(cached, "rb") as f, np.load(f, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in _LASTFM_ARRAYS}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # absent or damaged: parse again
+        arrays = _parse_lastfm(path)
+        try:
+            with atomic_path(cached) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        except OSError:  # a read-only cache folder: parse every time
+            pass
+    for message in arrays["warnings"]:
+        warnings.warn(str(message), stacklevel=2)
+    rows, cols, values = (torch.from_numpy(arrays[k]) for k in ("rows", "cols", "values"))
+    return CountMatrix(rows.to(device), cols.to(device), values.to(device=device, dtype=dtype),
+                       tuple(int(v) for v in arrays["shape"]), row_labels=arrays["users"],
+                       col_labels=arrays["items"], col_names=arrays["names"].astype(object), name="lastfm")
+
+
+def _parse_lastfm(path: Path) -> dict[str, np.ndarray]:
+    """The LastFM CSV as arrays: the entries row-major (rows, cols int64, values float64), shape, users, items,
+    artist names (str) and the warnings the parse raised (str)."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
     artist = df["Artist"].astype(str)
     broken = artist.str.contains("\n", regex=False)
+    messages = []
     if broken.any():
         for i in np.flatnonzero(broken.to_numpy()):
             rec = df.iloc[i]
-            warnings.warn(f"LastFM: malformed record (unclosed quote) for UserID {rec.UserID}, ItemID "
-                          f"{rec.ItemID}, Count {rec.Count}: its Artist field swallowed "
-                          f"{artist.iloc[i].count(chr(10))} raw lines; repaired to "
-                          f"{artist.iloc[i].split(chr(9))[0]!r}", stacklevel=2)
+            messages.append(f"LastFM: malformed record (unclosed quote) for UserID {rec.UserID}, ItemID "
+                            f"{rec.ItemID}, Count {rec.Count}: its Artist field swallowed "
+                            f"{artist.iloc[i].count(chr(10))} raw lines; repaired to "
+                            f"{artist.iloc[i].split(chr(9))[0]!r}")
         artist = artist.where(~broken, artist.str.split("\t").str[0])
     users = np.sort(df["UserID"].unique())
     items = np.sort(df["ItemID"].unique())
     r = np.searchsorted(users, df["UserID"].to_numpy())
     c = np.searchsorted(items, df["ItemID"].to_numpy())
     names = pd.Series(artist.to_numpy(), index=df["ItemID"].to_numpy())
-    names = names[~names.index.duplicated()].reindex(items).to_numpy(dtype=object)
+    names = names[~names.index.duplicated()].reindex(items).to_numpy(dtype=str)
     long = pd.DataFrame({"row": r, "col": c, "value": df["Count"].to_numpy()})
-    X = as_count_matrix(long, shape=(len(users), len(items)), dtype=dtype, device=device, name="lastfm")
-    return CountMatrix(X.rows, X.cols, X.values, X.shape, row_labels=users, col_labels=items, col_names=names,
-                       name="lastfm")
+    X = as_count_matrix(long, shape=(len(users), len(items)), dtype=torch.float64, name="lastfm")
+    return {"rows": X.rows.numpy(), "cols": X.cols.numpy(), "values": X.values.numpy(),
+            "shape": np.array(X.shape, dtype=np.int64), "users": users, "items": items, "names": names,
+            "warnings": np.array(messages, dtype=str)}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -234,6 +270,8 @@ class MovieLens100K:
 
 
 def _read_ml(key: str, shape: tuple[int, int]) -> Ratings:
+    import pandas as pd
+
     df = pd.read_csv(data_path(key), sep="\t", header=None, names=["user", "item", "rating", "ts"])
     if df.isna().any().any():
         raise DataFileError(f"{key}: {int(df.isna().any(axis=1).sum())} rows have missing fields")
@@ -242,6 +280,8 @@ def _read_ml(key: str, shape: tuple[int, int]) -> Ratings:
 
 
 def load_movielens_100k() -> MovieLens100K:
+    import pandas as pd
+
     """MovieLens-100K with the official u1..u5 (base, test) folds and latin-1 item titles.
 
     ``ratings`` is the union of the five test folds, which partition the 100,000 ratings. u.data is not

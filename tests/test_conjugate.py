@@ -7,7 +7,7 @@ import torch
 import torch.distributions as td
 
 from models.conjugate import (gamma_expectations, gamma_kl, gamma_log_pdf, gamma_posterior, poisson_log_pmf,
-                              sample_multinomial)
+                              sample_gamma, sample_multinomial)
 
 
 def test_gamma_posterior_hand_worked():
@@ -52,3 +52,34 @@ def test_multinomial_sampler_sums_and_means():
     var = total[:, None] * (probs / probs.sum(-1, keepdim=True)) * (1 - probs / probs.sum(-1, keepdim=True))
     se = (var / 4000).sqrt().clamp_min(1e-12)
     assert torch.all((draws.mean(0) - expected).abs() <= 4.5 * se + 1e-12)
+
+
+def test_gamma_draws_in_pieces_are_reproducible_whatever_the_threads_and_have_the_right_moments():
+    """sample_gamma_draws splits many draws into pieces with their own seeds: the same draws with 1 or 2 threads,
+    shape (S, ...), and per-element means and variances of Ga(a, b) (a / b, a / b^2) within 5 standard errors."""
+    from models.conjugate import _DRAWS_PER_PIECE, sample_gamma_draws
+
+    shape = torch.tensor([[0.3, 2.0], [7.5, 40.0]], dtype=torch.float64).repeat(64, 1)   # (128, 2)
+    rate = torch.tensor([[0.5, 3.0]], dtype=torch.float64)                               # broadcast over rows
+    S = 2 * _DRAWS_PER_PIECE // shape.numel() + 1   # at least two pieces
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = sample_gamma_draws(shape, rate, S, torch.Generator().manual_seed(3))
+        torch.set_num_threads(2)
+        two = sample_gamma_draws(shape, rate, S, torch.Generator().manual_seed(3))
+    finally:
+        torch.set_num_threads(threads)
+    assert one.shape == (S, 128, 2) and torch.equal(one, two)
+    assert not torch.equal(one[: S // 2], one[S - S // 2:])   # the pieces are not copies of one another
+    flat = one.reshape(-1, 4)                                   # the 4 distinct (shape, rate) pairs, pooled
+    a = shape[:2].reshape(-1)
+    b = rate.expand(2, 2).reshape(-1)
+    n = flat.shape[0]
+    assert torch.all((flat.mean(0) - a / b).abs() < 5 * (a.sqrt() / b) / math.sqrt(n))
+    var_se = (a / b ** 2) * math.sqrt(2 / n) * torch.sqrt(1 + 3 / a)  # sd of a sample variance of a Gamma
+    assert torch.all((flat.var(0) - a / b ** 2).abs() < 5 * var_se)
+    # few draws: one generator, as sample_gamma
+    few = sample_gamma_draws(shape, rate, 3, torch.Generator().manual_seed(3))
+    ref = sample_gamma(shape.expand(3, -1, -1), rate, torch.Generator().manual_seed(3))
+    assert torch.equal(few, ref)

@@ -36,6 +36,47 @@ def test_lastfm_matches_the_course_reading():
     np.testing.assert_array_equal(dense.sum(1).numpy(), per_user.loc[X.row_labels].to_numpy())
 
 
+@needs_lastfm
+def test_lastfm_parsed_cache_gives_the_same_matrix_and_warning(tmp_path, monkeypatch):
+    """The first load parses the CSV and keeps the arrays in the cache folder; later loads read them (no pandas) and
+    give the same matrix, labels, names and warning; a damaged cache file is parsed again."""
+    monkeypatch.setenv("INFERLAB_CACHE", str(tmp_path))
+
+    def load():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            X = datasets.load_lastfm()
+        return X, [str(w.message) for w in caught if "malformed record" in str(w.message)]
+
+    first, w1 = load()
+    (cached,) = (tmp_path / "parsed").glob("lastfm.*.npz")
+    second, w2 = load()
+    cached.write_bytes(cached.read_bytes()[:100])  # truncated
+    third, w3 = load()
+    assert w1 == w2 == w3 and len(w1) == 1
+    for X in (second, third):
+        for k in ("rows", "cols", "values"):
+            assert torch.equal(getattr(X, k), getattr(first, k))
+        assert X.shape == first.shape and X.values.dtype == torch.float64
+        for k in ("row_labels", "col_labels", "col_names"):
+            np.testing.assert_array_equal(getattr(X, k), getattr(first, k))
+        assert X.col_names.dtype == object
+    with pytest.warns(UserWarning, match="malformed record"):
+        assert datasets.load_lastfm(dtype=torch.float32).values.dtype == torch.float32
+
+
+def test_with_values_recomputes_what_depends_on_the_values():
+    """with_values shares the pattern's index arrays but not the caches of the values (sum of log x!, margins)."""
+    X = as_count_matrix(np.array([[1, 0, 2], [0, 3, 0]]))
+    X.log_factorial_sum(), X.margins(), X.csr_structure()
+    Y = X.with_values(X.values * 2)
+    assert float(Y.log_factorial_sum()) == pytest.approx(float(torch.lgamma(Y.values + 1).sum()))
+    np.testing.assert_array_equal(Y.margins()[0].numpy(), [6, 6])
+    np.testing.assert_array_equal(Y.margins()[1].numpy(), [2, 6, 4])
+    np.testing.assert_array_equal(X.margins()[1].numpy(), [1, 3, 2])
+    assert Y.csr_structure()["crow"] is X.csr_structure()["crow"]
+
+
 @pytest.mark.skipif(not have_data("netflix/netflix_incomplete.txt"), reason="Netflix files not available")
 def test_netflix_files():
     nf = datasets.load_netflix()

@@ -333,15 +333,11 @@ class PoissonMF(PoissonMFVB, PoissonMFStochastic):
 
     def invariant_cells(self, data: CountMatrix, max_cells: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
         """Cells (rows, cols) whose rates are tracked across methods: all N x M cells when there are at most
-        ``max_cells``, else half nonzero and half uniformly drawn cells, fixed by seed 0."""
-        N, M = data.shape
-        if N * M <= max_cells:
-            r, c = torch.meshgrid(torch.arange(N), torch.arange(M), indexing="ij")
-            return r.reshape(-1).to(data.device), c.reshape(-1).to(data.device)
-        g = torch.Generator().manual_seed(0)
-        pick = torch.randperm(data.nnz, generator=g)[: max_cells // 2].to(data.device)
-        flat = torch.randperm(N * M, generator=g)[: max_cells - pick.numel()].to(data.device)
-        return torch.cat([data.rows[pick], flat // M]), torch.cat([data.cols[pick], flat % M])
+        ``max_cells``, else half nonzero and half uniformly drawn cells, fixed by seed 0 (computed once per matrix)."""
+        key = ("invariant_cells", max_cells)
+        if key not in data._csr:
+            data._csr[key] = _invariant_cells(data, max_cells)
+        return data._csr[key]
 
     def invariants(self, data: CountMatrix, theta: torch.Tensor, eta: torch.Tensor) -> dict[str, torch.Tensor]:
         """Identifiable quantities of draws theta (..., N, K), eta (..., M, K): "rate" (..., C) at
@@ -391,3 +387,15 @@ class PoissonMF(PoissonMFVB, PoissonMFStochastic):
         total = scale * expected_total_rate(result)
         ll = poisson_log_pmf(test.values, rate_nz).sum() - (total - rate_nz.sum())
         return {"heldout_loglik_per_count": float(ll) / test.total}
+
+
+def _invariant_cells(data: CountMatrix, max_cells: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """See PoissonMF.invariant_cells."""
+    N, M = data.shape
+    if N * M <= max_cells:
+        r, c = torch.meshgrid(torch.arange(N), torch.arange(M), indexing="ij")
+        return r.reshape(-1).to(data.device), c.reshape(-1).to(data.device)
+    g = torch.Generator().manual_seed(0)
+    pick = torch.randperm(data.nnz, generator=g)[: max_cells // 2].to(data.device)
+    flat = torch.randperm(N * M, generator=g)[: max_cells - pick.numel()].to(data.device)
+    return torch.cat([data.rows[pick], flat // M]), torch.cat([data.cols[pick], flat % M])

@@ -12,7 +12,8 @@ import torch
 
 from models.data import CountMatrix
 
-__all__ = ["expected_rates", "expected_total_rate", "recommend", "factor_top_items", "recall_at_k"]
+__all__ = ["expected_rates", "expected_total_rate", "recommend", "factor_top_items", "factor_top_records",
+           "recall_at_k"]
 
 
 def _draws(result: Any, name: str) -> torch.Tensor:
@@ -86,10 +87,17 @@ def factor_top_items(result: Any, n: int = 10, *, data: CountMatrix | None = Non
     For samplers, means of chain 0 are used (factors are only meaningful within one chain).
 
     Returns:
-        pandas DataFrame with columns factor, loading, rank, item, name, weight.
+        pandas DataFrame with columns factor, loading, rank, item, name, weight (:func:`factor_top_records`).
     """
     import pandas as pd
 
+    return pd.DataFrame(factor_top_records(result, n, data=data, num_factors=num_factors))
+
+
+def factor_top_records(result: Any, n: int = 10, *, data: CountMatrix | None = None,
+                       num_factors: int | None = None) -> list[dict]:
+    """:func:`factor_top_items` as a list of records (dicts with factor, loading, rank, item, name, weight), in the
+    same order; no pandas import (the command line's fit report)."""
     data = data if data is not None else result.data
     theta, eta = np.asarray(result.point["theta"]), np.asarray(result.point["eta"])
     loading = theta.sum(0)
@@ -99,7 +107,7 @@ def factor_top_items(result: Any, n: int = 10, *, data: CountMatrix | None = Non
         for rank, m in enumerate(np.argsort(-eta[:, k])[:n]):
             records.append({"factor": int(k), "loading": float(loading[k]), "rank": rank + 1,
                             "item": np.asarray(result.coords["col"])[m], "name": names[m], "weight": float(eta[m, k])})
-    return pd.DataFrame(records)
+    return records
 
 
 def recall_at_k(result: Any, train: CountMatrix, test: CountMatrix, k: int = 20) -> float:

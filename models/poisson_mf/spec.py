@@ -39,14 +39,16 @@ def read_file(path: Path, columns: tuple[str, str, str] | None = None, header: b
 
 def fit_report(model: Any, data: Any, result: Any, context: dict) -> list[str]:
     """The top items of the heaviest factors (the course's "genres")."""
-    from models.poisson_mf.products import factor_top_items
+    from models.poisson_mf.products import factor_top_records
 
-    top = factor_top_items(result, n=5, num_factors=min(5, model.K))
-    if not len(top):
+    top = factor_top_records(result, n=5, num_factors=min(5, model.K))
+    if not top:
         return []
     lines = ["top factors (by total loading; 5 items each):"]
-    for k, grp in top.groupby("factor", sort=False):
-        lines.append(f"  factor {k:>3} (loading {grp['loading'].iloc[0]:.1f}): " + ", ".join(map(str, grp["name"])))
+    factors = list(dict.fromkeys(r["factor"] for r in top))  # in loading order
+    for k in factors:
+        grp = [r for r in top if r["factor"] == k]
+        lines.append(f"  factor {k:>3} (loading {grp[0]['loading']:.1f}): " + ", ".join(str(r["name"]) for r in grp))
     return lines
 
 
