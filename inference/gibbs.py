@@ -35,11 +35,14 @@ def fit_gibbs(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmu
             BatchedGibbs capability; None (default): batched when the model can and there is more than one chain.
             The chains stay independent (one random stream feeds them all); the cost per sweep is about that of one
             chain when the problem is small enough that per-operation overheads dominate.
-        callback: callback(iteration, state, log_joint) -> stop? (per chain; batched: the summed log joint).
+        callback: callback(sweep, state, log_joint) -> stop? (per chain; batched: the summed log joint), after every
+            sweep; log_joint is None at the sweeps where it is not evaluated (below).
 
     Returns:
         InferenceResult with posterior draws (chain, draw, ...) of every site and invariant quantity,
-        sample_stats["log_joint"] (chain, draw) and trace["objective"] = log joint per sweep (chain, sweep).
+        sample_stats["log_joint"] (chain, draw), trace["objective"] = the log joint (chain, L) at the sweeps
+        trace["at_sweep"] (chain, L): every sweep when thin = 1, else every thin-th sweep of the warmup, every kept
+        sweep and the last (the log joint of a sweep costs about a third of the sweep; the chain does not need it).
     """
     require(model, Gibbs, Model, LogJoint, Invariants, method="fit_gibbs")
     check_positive_int("num_samples", num_samples)
@@ -57,16 +60,18 @@ def fit_gibbs(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmu
     if batched:
         return _fit_batched(model, data, seed=seed, num_chains=num_chains, warmup=warmup, thin=thin, total=total,
                             progress=progress, callback=callback)
-    chains, traces, seconds, diverged = [], [], [], False
+    chains, traces, seconds, sweeps, diverged = [], [], [], [], False
     start = time.perf_counter()
     for c, chain_seed in enumerate(chain_seeds(seed, num_chains)):
         generator = torch.Generator().manual_seed(chain_seed)
         state = init[c] if init is not None else model.gibbs_init(data, generator)
         kept: list = []
+        sweep = [0]
 
-        def step(s, generator=generator, kept=kept):
+        def step(s, generator=generator, sweep=sweep):
             s = model.gibbs_sweep(data, s, generator)
-            return s, model.log_joint(data, *s)
+            sweep[0] += 1
+            return s, (model.log_joint(data, *s) if _evaluated(sweep[0], warmup, thin, total) else None)
 
         def keep(it, s, obj, kept=kept):
             if it > warmup and (it - warmup) % thin == 0:
@@ -81,6 +86,7 @@ def fit_gibbs(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmu
         chains.append({k: torch.stack([getattr(s, k) for s in kept]) for k in kept[0]._fields})
         traces.append(out.objective)
         seconds.append(out.seconds)
+        sweeps.append(out.iterations)
     n = min(len(ch[model.sites[0]]) for ch in chains)
     posterior = {k: torch.stack([ch[k][:n] for ch in chains]) for k in chains[0]}
     posterior.update(model.invariants(data, **posterior))
@@ -91,7 +97,8 @@ def fit_gibbs(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmu
              "objective_name": "log_joint"}
     return make_result("gibbs", model, data, posterior=posterior, point=point, variational=None,
                        trace={"objective": torch.tensor([t[:L] for t in traces], dtype=torch.float64),
-                              "seconds": torch.tensor([s[:L] for s in seconds], dtype=torch.float64)},
+                              "seconds": torch.tensor([s[:L] for s in seconds], dtype=torch.float64),
+                              "at_sweep": torch.tensor([w[:L] for w in sweeps], dtype=torch.float64)},
                        sample_stats={"log_joint": log_joint}, seed=seed,
                        wall_time=time.perf_counter() - start, extra_attrs=extra)
 
@@ -104,8 +111,13 @@ def _fit_batched(model: Any, data: Any, *, seed: int, num_chains: int, warmup: i
     per_sweep = [model.log_joint(data, *state)]  # (C,) per sweep
     kept: list = []
 
+    sweep = [0]
+
     def step(s):
         s = model.gibbs_sweep(data, s, generator)
+        sweep[0] += 1
+        if not _evaluated(sweep[0], warmup, thin, total):
+            return s, None
         lj = model.log_joint(data, *s)
         per_sweep.append(lj)
         return s, lj.sum()
@@ -129,7 +141,17 @@ def _fit_batched(model: Any, data: Any, *, seed: int, num_chains: int, warmup: i
     extra = {"num_iters": total, "warmup": warmup, "thin": thin, "num_chains": num_chains, "diverged": out.diverged,
              "objective_name": "log_joint", "batched_chains": True}
     seconds = torch.tensor(out.seconds, dtype=torch.float64)
+    at_sweep = torch.tensor(out.iterations, dtype=torch.float64)
     return make_result("gibbs", model, data, posterior=posterior, point=point, variational=None,
                        trace={"objective": torch.stack(per_sweep[:L], 1).to(torch.float64),
-                              "seconds": seconds.expand(num_chains, L).clone()},
+                              "seconds": seconds.expand(num_chains, L).clone(),
+                              "at_sweep": at_sweep.expand(num_chains, L).clone()},
                        sample_stats={"log_joint": log_joint}, seed=seed, wall_time=wall, extra_attrs=extra)
+
+
+def _evaluated(sweep: int, warmup: int, thin: int, total: int) -> bool:
+    """Whether the log joint is evaluated after ``sweep`` (1-based): every sweep when thin = 1; else every thin-th
+    sweep of the warmup, every kept sweep (warmup + j thin) and the last."""
+    if thin == 1 or sweep == total:
+        return True
+    return (sweep - warmup) % thin == 0 if sweep > warmup else sweep % thin == 0

@@ -69,7 +69,7 @@ def fit_nuts(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmup
             chains = [f.result() for f in futures]
     else:
         chains = [_chain(model, data, s, i, settings, progress) for s, i in zip(seeds, inits)]
-    per_chain, diverging, seconds = zip(*chains)
+    per_chain, diverging, seconds, cpu_seconds = zip(*chains)
     posterior = {k: torch.stack([ch[k] for ch in per_chain]).to(data.dtype) for k in per_chain[0]}  # every latent site
     posterior.update(model.invariants(data, **posterior))
     log_joint = posterior.pop("log_joint")
@@ -78,6 +78,8 @@ def fit_nuts(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmup
     extra = {"num_iters": num_samples + warmup, "warmup": warmup, "num_chains": num_chains, "jit": jit,
              "divergences": n_div, "diverged": False, "chain_seconds": list(seconds), "objective_name": "log_joint",
              "processes": workers if workers > 1 and device == "cpu" else 1}
+    if extra["processes"] > 1:  # this process only waited: the chains' CPU time is the processes'
+        extra["cpu_seconds"] = float(sum(cpu_seconds))
     return make_result("nuts", model, data, posterior=posterior, point=point, variational=None,
                        trace={"objective": log_joint}, sample_stats={"log_joint": log_joint,
                                                                     "diverging": torch.stack(diverging)},
@@ -85,9 +87,11 @@ def fit_nuts(model: Any, data: Any, *, seed: int, num_samples: int = 500, warmup
 
 
 def _chain(model: Any, data: Any, chain_seed: int, init: Any, settings: dict, progress: bool,
-           threads: int | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, float]:
+           threads: int | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, float, float]:
     """One NUTS chain from its seed: (draws of every site {name: (num_samples, ...)}, divergences (num_samples,)
-    bool, seconds). Runs in this process or in a spawned worker (``threads``: torch threads there)."""
+    bool, seconds, CPU seconds of this process). Runs in this process or in a spawned worker (``threads``: torch
+    threads there)."""
+    cpu0 = time.process_time()
     if threads is not None:
         torch.set_num_threads(threads)
     reparam = isinstance(model, NUTSReparam)
@@ -107,7 +111,7 @@ def _chain(model: Any, data: Any, chain_seed: int, init: Any, settings: dict, pr
         div = torch.zeros(settings["num_samples"], dtype=torch.bool)
         idx = mcmc.diagnostics().get("divergences", {}).get("chain 0", [])
         div[torch.as_tensor(list(idx), dtype=torch.long)] = True
-    return samples, div, seconds
+    return samples, div, seconds, time.process_time() - cpu0
 
 
 def _require_continuous(model: Any, fn: Callable, data: Any) -> None:

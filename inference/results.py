@@ -243,28 +243,156 @@ class InferenceResult:
 # Diagnostics on arrays shaped (chain, draw, *event) (thin wrappers so that ArviZ stays in this module)
 
 
-def _diag(fn_name: str, draws: np.ndarray, **kw) -> np.ndarray:
-    az = _arviz()
-    draws = np.asarray(draws, dtype=np.float64)
-    ds = az.convert_to_dataset({"x": draws})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return np.asarray(getattr(az, fn_name)(ds, **kw)["x"].values)
-
-
 def rhat(draws: np.ndarray) -> np.ndarray:
-    """Rank-normalised split R-hat (Vehtari et al. 2021) per event element."""
-    return _diag("rhat", draws)
+    """Rank-normalised split R-hat (Vehtari et al. 2021) per event element: the larger of the split R-hats of the
+    rank-normalised draws and of the rank-normalised distances from the median. draws (chain, draw, *event) ->
+    (*event,); NaN with fewer than 2 chains or 4 draws or a NaN draw. ArviZ's ``rhat(method="rank")``, vectorised
+    over the elements (equal to ArviZ's to rounding: tests/test_results.py)."""
+    x, event = _flat_draws(draws)
+    out = np.full(x.shape[0], np.nan)
+    ok = _valid(x, min_chains=2)
+    if ok.any():
+        split = _split_chains(x[ok])
+        folded = np.abs(split - np.median(split.reshape(split.shape[0], -1), axis=1)[:, None, None])
+        out[ok] = np.maximum(_split_rhat(_z_scale(split)), _split_rhat(_z_scale(folded)))
+    return out.reshape(event)
 
 
 def ess(draws: np.ndarray, kind: str = "bulk") -> np.ndarray:
-    """Effective sample size ("bulk" or "tail") per event element."""
-    return _diag("ess", draws, method=kind)
+    """Effective sample size per event element: "bulk" (of the rank-normalised split chains) or "tail" (the smaller of
+    the ESS of the indicators of the 5% and 95% quantiles). draws (chain, draw, *event) -> (*event,); NaN with fewer
+    than 4 draws or a NaN draw. ArviZ's ``ess(method=kind)``, vectorised over the elements."""
+    if kind not in ("bulk", "tail"):
+        raise ValueError(f"kind must be 'bulk' or 'tail', got {kind!r}")
+    x, event = _flat_draws(draws)
+    out = np.full(x.shape[0], np.nan)
+    ok = _valid(x, min_chains=1)
+    if ok.any():
+        if kind == "bulk":
+            out[ok] = _ess(_z_scale(_split_chains(x[ok])))
+        else:
+            flat = x[ok].reshape(int(ok.sum()), -1)
+            low, high = (np.quantile(flat, p, axis=1)[:, None, None] for p in (0.05, 0.95))
+            out[ok] = np.minimum(_ess(_split_chains((x[ok] <= low).astype(float))),
+                                 _ess(_split_chains((x[ok] <= high).astype(float))))
+    return out.reshape(event)
 
 
 def mcse_mean(draws: np.ndarray) -> np.ndarray:
-    """Monte Carlo standard error of the posterior mean per event element."""
-    return _diag("mcse", draws, method="mean")
+    """Monte Carlo standard error of the posterior mean per event element: sd / sqrt(ESS of the split chains).
+    draws (chain, draw, *event) -> (*event,). ArviZ's ``mcse(method="mean")``, vectorised over the elements."""
+    x, event = _flat_draws(draws)
+    out = np.full(x.shape[0], np.nan)
+    ok = _valid(x, min_chains=1)
+    if ok.any():
+        sd = np.std(x[ok].reshape(int(ok.sum()), -1), axis=1, ddof=1)
+        out[ok] = sd / np.sqrt(_ess(_split_chains(x[ok])))
+    return out.reshape(event)
+
+
+# The vectorised diagnostics work on x (Q, chain, draw): Q event elements at once.
+
+def _flat_draws(draws: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    d = np.asarray(draws, dtype=np.float64)
+    if d.ndim < 2:
+        raise ValueError(f"draws must be shaped (chain, draw, ...), got shape {d.shape}")
+    event = d.shape[2:]
+    return np.moveaxis(d.reshape(d.shape[0], d.shape[1], -1), -1, 0), event
+
+
+def _valid(x: np.ndarray, *, min_chains: int, min_draws: int = 4) -> np.ndarray:
+    """(Q,) the elements ArviZ computes a value for: no NaN draw, enough chains and draws."""
+    Q, C, S = x.shape
+    return ~np.isnan(x).reshape(Q, -1).any(1) & (C >= min_chains) & (S >= min_draws)
+
+
+def _split_chains(x: np.ndarray) -> np.ndarray:
+    """(Q, C, S) -> (Q, 2C, S // 2): each chain's first and last halves as chains (a middle draw of an odd S out)."""
+    half = x.shape[2] // 2
+    return np.concatenate([x[:, :, :half], x[:, :, x.shape[2] - half:]], axis=1)
+
+
+def _z_scale(x: np.ndarray) -> np.ndarray:
+    """Rank normalisation: average ranks r over all draws of an element, z = Phi^-1((r - 3/8) / (n + 1/4))."""
+    from scipy.special import ndtri
+
+    Q, C, S = x.shape
+    r = _average_ranks(x.reshape(Q, -1))
+    return ndtri((r - 3 / 8) / (C * S + 1 / 4)).reshape(x.shape)
+
+
+def _average_ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks 1..n along each row of a (Q, n), ties sharing the mean of their ranks (scipy's rankdata "average",
+    vectorised over the rows: one sort, no loop)."""
+    Q, n = a.shape
+    order = np.argsort(a, axis=1)
+    v = np.take_along_axis(a, order, 1)
+    starts = np.ones((Q, n), dtype=bool)
+    starts[:, 1:] = v[:, 1:] != v[:, :-1]          # a new value begins a group of ties
+    pos = np.arange(n)
+    if starts.all():                                # no ties (continuous draws): the rank is the position
+        sorted_rank = np.broadcast_to(pos + 1.0, (Q, n))
+    else:                                           # the mean of the first and last position of each group
+        ends = np.ones((Q, n), dtype=bool)
+        ends[:, :-1] = starts[:, 1:]
+        first = np.maximum.accumulate(np.where(starts, pos, 0).T, axis=0).T
+        last = np.minimum.accumulate(np.where(ends, pos, n).T[::-1], axis=0)[::-1].T
+        sorted_rank = (first + last) / 2 + 1
+    ranks = np.empty((Q, n))
+    np.put_along_axis(ranks, order, sorted_rank, 1)
+    return ranks
+
+
+def _split_rhat(x: np.ndarray) -> np.ndarray:
+    """R-hat of chains x (Q, C, S): sqrt((B / W + S - 1) / S), B = S var(chain means), W = mean chain variance."""
+    S = x.shape[2]
+    B = S * np.var(x.mean(2), axis=1, ddof=1)
+    W = np.var(x, axis=2, ddof=1).mean(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt((B / W + S - 1) / S)
+
+
+def _ess(x: np.ndarray) -> np.ndarray:
+    """ESS of chains x (Q, C, S) (Geyer's initial monotone sequence on the FFT autocovariances), as ArviZ's _ess.
+
+    With rho_t = 1 - (W - mean_c acov_c(t)) / var+ and pair sums P_k = rho_2k + rho_2k+1, ArviZ's loop computes pairs
+    k = 1, 2, ... while P_(k-1) > 0 and 2k - 1 < S - 3 (the last computed: k_last), makes the pair sums before
+    k_last non-increasing (a running minimum) and sums tau = -1 + 2 sum_(k < k_last) P'_k + e, with e = rho_2k_last
+    when it is positive or its pair sum is >= 0 (else 0); ESS = C S / max(tau, 1 / log10(C S))."""
+    from scipy.fft import next_fast_len
+
+    Q, C, S = x.shape
+    out = np.full(Q, float(C * S))
+    const = (x.max((1, 2)) - x.min((1, 2))) < np.finfo(float).resolution
+    if const.all():
+        return out
+    x = x[~const]
+    m = next_fast_len(2 * S)
+    centred = x - x.mean(2, keepdims=True)
+    f = np.fft.rfft(centred, n=m, axis=2)
+    acov = np.fft.irfft(f * np.conjugate(f), n=m, axis=2)[:, :, :S] / S
+    mean_var = acov[:, :, 0].mean(1) * S / (S - 1.0)
+    var_plus = mean_var * (S - 1.0) / S
+    if C > 1:
+        var_plus = var_plus + np.var(x.mean(2), axis=1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = 1.0 - (mean_var[:, None] - acov.mean(1)) / var_plus[:, None]
+    rho[:, 0] = 1.0
+    k_lim = max(0, (S - 1) // 2 - 1)                      # pairs k >= 1 with 2k - 1 < S - 3
+    P = rho[:, 0:2 * k_lim + 2:2] + rho[:, 1:2 * k_lim + 2:2]   # P_0 .. P_k_lim
+    nonpos = P[:, :k_lim] <= 0                             # P_j for j < k_lim decides whether pair j + 1 is computed
+    k_last = np.where(nonpos.any(1), nonpos.argmax(1), k_lim) if k_lim else np.zeros(len(x), dtype=int)
+    k = np.arange(P.shape[1])
+    before = k[None, :] < k_last[:, None]
+    tau_pairs = np.where(before, np.minimum.accumulate(np.where(before, P, np.inf), axis=1), 0.0).sum(1)
+    rows = np.arange(len(x))
+    even = rho[rows, 2 * k_last]
+    e = np.where((k_last == 0) | (even > 0) | (P[rows, k_last] >= 0), even, 0.0)
+    tau = np.maximum(-1.0 + 2.0 * tau_pairs + e, 1.0 / np.log10(C * S))
+    ess = C * S / tau
+    ess[np.isnan(rho).any(1)] = np.nan
+    out[~const] = ess
+    return out
 
 
 def psis_khat(log_weights: np.ndarray) -> float:
@@ -312,18 +440,49 @@ def _gpd_shape(y: np.ndarray) -> float:
 
 
 def sampler_diagnostic_figures(result: "InferenceResult", var: str, max_entries: int = 4) -> dict[str, Any]:
-    """ArviZ rank plot and trace plot of the first ``max_entries`` entries of one posterior quantity:
-    {"rank": figure, "trace": figure} (the caller saves and closes them)."""
-    az = _arviz()
-    draws = np.asarray(result.posterior[var])
+    """Rank plot and trace plot of the first ``max_entries`` entries of one posterior quantity, with each entry's
+    rank-normalised R-hat and bulk ESS in its title: {"rank": figure, "trace": figure} (the caller saves and closes
+    them). Drawn with matplotlib directly (as ArviZ's plot_rank and plot_trace draw them, without ArviZ's import).
+
+    Rank plot (Vehtari et al. 2021): the draws of all chains are ranked together and each chain's ranks are
+    histogrammed; chains that sample the same distribution give flat histograms around the dashed line (the count
+    per bin if ranks were uniform). Trace plot: each chain's draws in order (left) and their histogram (right)."""
+    import matplotlib.pyplot as plt
+
+    draws = np.asarray(result.posterior[var], dtype=np.float64)
     flat = draws.reshape(draws.shape[0], draws.shape[1], -1)[..., :max_entries]
-    ds = az.convert_to_dataset({var: flat}, dims={var: ["entry"]})
+    C, S, E = flat.shape
+    r_hat, bulk = rhat(flat), ess(flat)
+    labels = [f"{var}[{e}]: R-hat {r_hat[e]:.3f}, ESS {bulk[e]:.0f}" for e in range(E)]
+    colors = [f"C{c}" for c in range(C)]
     figures = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for kind in ("rank", "trace"):
-            axes = az.plot_rank(ds, var_names=[var]) if kind == "rank" else az.plot_trace(ds, var_names=[var])
-            fig = np.asarray(axes).reshape(-1)[0].get_figure()
-            fig.suptitle(f"{result.method}: {kind} plot of {var} (first {flat.shape[-1]})", fontsize=9)
-            figures[kind] = fig
+    fig, axes = plt.subplots(1, E, figsize=(3.2 * E, 3.0), squeeze=False)
+    bins = max(5, min(20, S // 10))
+    edges = np.linspace(0, C * S, bins + 1)
+    for e, ax in enumerate(axes[0]):
+        ranks = _average_ranks(flat[:, :, e].reshape(1, -1)).reshape(C, S)
+        counts = np.stack([np.histogram(ranks[c], bins=edges)[0] for c in range(C)])
+        scale = 0.8 / max(1, counts.max())  # each chain's row of bars is 0.8 high at the largest count
+        for c in range(C):
+            ax.bar(edges[:-1], counts[c] * scale, width=np.diff(edges), bottom=c, align="edge", color=colors[c],
+                   alpha=0.8, edgecolor="white", lw=0.3)
+            ax.axhline(c + (S / bins) * scale, color="k", ls="--", lw=0.6)  # the count if the ranks were uniform
+        ax.set(yticks=np.arange(C) + 0.4, yticklabels=[f"chain {c}" for c in range(C)], xlabel="rank (all chains)")
+        ax.set_title(labels[e], fontsize=7)
+    fig.suptitle(f"{result.method}: rank plot of {var} (first {E})", fontsize=9)
+    fig.tight_layout()
+    figures["rank"] = fig
+    fig, axes = plt.subplots(E, 2, figsize=(9, 1.9 * E), squeeze=False, gridspec_kw={"width_ratios": [1, 3]})
+    for e in range(E):
+        hist_ax, trace_ax = axes[e]
+        for c in range(C):
+            hist_ax.hist(flat[c, :, e], bins=30, histtype="step", color=colors[c], density=True)
+            trace_ax.plot(flat[c, :, e], color=colors[c], lw=0.5, alpha=0.7)
+        hist_ax.set_title(labels[e], fontsize=7)
+        trace_ax.set_title(f"{var}[{e}] by draw", fontsize=7)
+        hist_ax.tick_params(labelsize=6)
+        trace_ax.tick_params(labelsize=6)
+    fig.suptitle(f"{result.method}: trace plot of {var} (first {E})", fontsize=9)
+    fig.tight_layout()
+    figures["trace"] = fig
     return figures

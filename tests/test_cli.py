@@ -53,6 +53,27 @@ def test_compare_writes_table_plots_and_results(tmp_path, capsys):
     table = pd.read_csv(tmp_path / "table.csv").set_index("method")
     assert table.loc["gibbs", "max_rhat"] > 0.9 and 0 < table.loc["cavi", "sd_ratio_median_vs_gibbs"]
     assert np.isfinite(table.loc["cavi", "psis_khat"]) and np.isfinite(table.loc["svi", "max_abs_z_vs_gibbs"])
+    assert (table["cpu_s"] > 0).all() and "cpu_s" in report
+
+
+def test_compare_set_passes_method_settings_and_refuses_unknown_ones(tmp_path, capsys):
+    """--set METHOD.NAME=VALUE reaches fit_<method> (numbers read as numbers), and a wrong method or name is an
+    error naming the choices, before any fitting."""
+    from inference import InferenceResult
+
+    code, out, err = run(["compare", "poisson-mf", "--rows", "6", "--cols", "5", "--methods", "cavi,gibbs",
+                          "--set", "gibbs.num_samples=12", "gibbs.thin=2", "gibbs.num_chains=3", "cavi.num_iters=7",
+                          "--out", str(tmp_path), "--no-progress"], capsys)
+    assert code == 0, err
+    gibbs = InferenceResult.load(tmp_path / "gibbs.nc")
+    assert gibbs.posterior["theta"].shape[:2] == (3, 12) and gibbs.attrs["thin"] == 2
+    assert InferenceResult.load(tmp_path / "cavi.nc").attrs["num_iters"] == 7
+    for item, message in (("nuts.num_samples=3", "'nuts' is not among the methods compared"),
+                          ("gibbs.speed=3", "fit_gibbs has no setting 'speed'; its settings: num_samples"),
+                          ("gibbs=3", "expected METHOD.NAME=VALUE")):
+        code, out, err = run(["compare", "poisson-mf", "--rows", "6", "--cols", "5", "--methods", "cavi,gibbs",
+                              "--set", item, "--no-progress"], capsys)
+        assert code == 2 and message in err, err
 
 
 @pytest.mark.parametrize("args,message", [

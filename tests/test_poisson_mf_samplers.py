@@ -86,6 +86,8 @@ def test_nuts_chains_in_processes_are_the_sequential_chains():
     kw = dict(seed=3, num_samples=15, warmup=15, num_chains=2, progress=False)
     one_by_one, parallel = fit_nuts(model, X, **kw), fit_nuts(model, X, processes=2, **kw)
     assert parallel.attrs["processes"] == 2 and one_by_one.attrs["processes"] == 1
+    # the CPU time of the chains is the chain processes' (this process only waits); in-process runs leave it unset
+    assert parallel.attrs["cpu_seconds"] > 0 and "cpu_seconds" not in one_by_one.attrs
     for k in ("theta", "eta", "rate"):
         np.testing.assert_allclose(parallel.posterior[k], one_by_one.posterior[k], rtol=1e-10)
     assert not np.allclose(parallel.posterior["rate"][0], parallel.posterior["rate"][1])

@@ -118,3 +118,56 @@ def test_saved_file_is_the_arviz_inference_data(runs, tmp_path):
                                                             "site_draws": True}
     back = InferenceResult.load(tmp_path / "r.nc")
     assert back.coords["row"][1] == "user 1" and back.sample_stats["diverging"].dtype == bool
+
+
+def _ar1_chains(rng, C, S, Q, phi, shift=0.0):
+    """C chains of S draws of Q AR(1) series (autocorrelation phi), chain c shifted by c * shift."""
+    x = np.empty((C, S, Q))
+    x[:, 0] = rng.standard_normal((C, Q))
+    for t in range(1, S):
+        x[:, t] = phi * x[:, t - 1] + np.sqrt(1 - phi ** 2) * rng.standard_normal((C, Q))
+    return x + shift * np.arange(C)[:, None, None]
+
+
+@pytest.mark.parametrize("C,S,phi,shift", [(4, 500, 0.0, 0.0), (4, 501, 0.9, 0.0), (2, 80, 0.99, 0.5),
+                                           (1, 301, 0.5, 0.0), (3, 9, -0.6, 0.0), (4, 6, 0.3, 2.0)])
+def test_rhat_ess_mcse_equal_arviz(C, S, phi, shift):
+    """The vectorised NumPy R-hat (rank), bulk and tail ESS and MCSE of the mean against ArviZ's per element, on
+    independent, autocorrelated (phi 0.99: Geyer's sequence truncated early), anticorrelated, shifted (R-hat >> 1),
+    odd-length, single-chain and very short chains, with a constant element, an integer-valued element (ties in the
+    ranks) and a NaN element."""
+    import warnings
+
+    import arviz as az
+
+    from inference.results import ess, mcse_mean, rhat
+
+    rng = np.random.default_rng(C * 1000 + S)
+    x = _ar1_chains(rng, C, S, 6, phi, shift)
+    x[:, :, 3] = 1.5                                    # constant
+    x[:, :, 4] = np.round(2 * x[:, :, 4])               # ties
+    x[0, 1, 5] = np.nan                                 # a NaN draw
+    x = x.reshape(C, S, 2, 3)                           # a 2-d event
+    ds = az.convert_to_dataset({"x": x})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = {"rhat": az.rhat(ds)["x"].values, "bulk": az.ess(ds, method="bulk")["x"].values,
+                    "tail": az.ess(ds, method="tail")["x"].values, "mcse": az.mcse(ds, method="mean")["x"].values}
+    got = {"rhat": rhat(x), "bulk": ess(x), "tail": ess(x, "tail"), "mcse": mcse_mean(x)}
+    for k in expected:
+        assert got[k].shape == (2, 3), k
+        np.testing.assert_allclose(got[k], expected[k], rtol=1e-10, atol=1e-12, equal_nan=True, err_msg=k)
+    assert np.isnan(got["rhat"][1, 2]) and np.isnan(got["bulk"][1, 2])
+    with pytest.raises(ValueError, match="kind must be"):
+        ess(x, "median")
+
+
+def test_average_ranks_equal_scipys_with_ties():
+    from scipy.stats import rankdata
+
+    from inference.results import _average_ranks
+
+    rng = np.random.default_rng(0)
+    a = np.concatenate([rng.integers(0, 4, (5, 30)).astype(float), rng.standard_normal((1, 30)),
+                        np.full((1, 30), 2.0)])
+    np.testing.assert_array_equal(_average_ranks(a), rankdata(a, method="average", axis=1))

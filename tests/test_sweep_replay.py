@@ -152,6 +152,27 @@ def test_fit_gibbs_keeps_exactly_the_sweeps_after_warmup_at_the_thinning():
     assert not np.array_equal(two.posterior["theta"][0], two.posterior["theta"][1])  # chains get their own seeds
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_thinned_gibbs_evaluates_the_log_joint_at_the_kept_sweeps(batched):
+    """thin > 1: the trace holds the log joint at every thin-th warmup sweep and at every kept sweep (the last one
+    included), where it is the log joint of the kept draws; the callback still sees every sweep."""
+    from models.poisson_mf.model import PoissonMF
+
+    model = PoissonMF(K=2)
+    _, X = model.sample(5, 4, torch.Generator().manual_seed(5))
+    seen = []
+    res = fit_gibbs(model, X, seed=3, num_samples=4, warmup=5, thin=3, num_chains=2, batched=batched, progress=False,
+                    callback=lambda it, s, obj: seen.append((it, obj is not None)))
+    at = np.asarray(res.trace["at_sweep"])
+    np.testing.assert_array_equal(at, [[0, 3, 8, 11, 14, 17]] * 2)   # warmup 5, kept sweeps 8, 11, 14, 17
+    obj = np.asarray(res.trace["objective"])
+    assert obj.shape == (2, 6)
+    np.testing.assert_allclose(obj[:, -4:], np.asarray(res.sample_stats["log_joint"]), rtol=1e-12)
+    per_chain = 1 if batched else 2
+    assert [it for it, _ in seen] == list(range(1, 18)) * per_chain
+    assert [it for it, evaluated in seen if evaluated] == [3, 8, 11, 14, 17] * per_chain
+
+
 # ---------------------------------------------------------------------------------------------------
 # the shared samplers against their distributions (20,000 draws: a few milliseconds)
 
@@ -187,3 +208,20 @@ def test_dirichlet_expected_log_hand_worked():
     out = dirichlet_expected_log(torch.tensor([[1.0, 1.0], [2.0, 3.0]], dtype=torch.float64))
     torch.testing.assert_close(out[0], torch.tensor([-1.0, -1.0], dtype=torch.float64))
     torch.testing.assert_close(out[1, 0], torch.tensor(-13 / 12, dtype=torch.float64))
+
+
+def test_run_loop_skips_unevaluated_iterations_and_returns_the_last_evaluated_state_on_divergence():
+    """An iteration whose objective is None is completed but not traced; a non-finite objective stops the loop with
+    the state of the last finite evaluated iteration (not an unevaluated one after it)."""
+    from inference.driver import run_loop
+
+    def step(s):
+        s = s + 1
+        return s, (None if s % 2 else (float("nan") if s == 6 else -float(s)))
+
+    state, out = run_loop(step, 0, num_iters=10, initial_objective=0.0, progress=False)
+    assert out.diverged and state == 4 and out.num_iters == 5
+    assert out.iterations == [0, 2, 4] and out.objective == [0.0, -2.0, -4.0] and len(out.seconds) == 3
+    state, out = run_loop(lambda s: (s + 1, None if s % 3 else 1.0), 0, num_iters=7, initial_objective=0.0,
+                          progress=False)
+    assert state == 7 and out.num_iters == 7 and out.iterations == [0, 1, 4, 7] and not out.diverged

@@ -64,6 +64,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.samples:
         settings.setdefault("gibbs", {}).update(num_samples=args.samples, warmup=args.samples // 2)
         settings.setdefault("nuts", {}).update(num_samples=args.samples, warmup=args.samples)
+    for method, values in parse_method_settings(args.method_settings or [], methods).items():
+        settings.setdefault(method, {}).update(values)
     comp = compare(model, data, methods=methods, seed=args.seed, settings=settings, out=args.out,
                    progress=not args.no_progress, overwrite=args.overwrite)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 5):
@@ -74,6 +76,45 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.out:
         print(f"wrote {', '.join(str(p) for p in comp.files)}")
     return 0
+
+
+def parse_method_settings(items: list[str], methods: list[str]) -> dict[str, dict]:
+    """--set METHOD.NAME=VALUE items as {method: {name: value}}: the method must be one compare runs and NAME a
+    keyword argument of its fit function; VALUE is read as an integer, a number, true/false or none, else kept as
+    text."""
+    import inspect
+
+    from inference import METHODS
+
+    out: dict[str, dict] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not eq or not dot or not name:
+            raise UsageError(f"--set {item!r}: expected METHOD.NAME=VALUE, e.g. nuts.num_samples=150")
+        if method not in methods:
+            raise UsageError(f"--set {item!r}: {method!r} is not among the methods compared ({', '.join(methods)})")
+        params = inspect.signature(METHODS[method]).parameters
+        allowed = [p for p in params if p not in ("model", "data", "seed", "progress", "callback")]
+        if name not in allowed:
+            raise UsageError(f"--set {item!r}: fit_{method} has no setting {name!r}; its settings: "
+                             f"{', '.join(allowed)}")
+        out.setdefault(method, {})[name] = _setting_value(text)
+    return out
+
+
+def _setting_value(text: str):
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -142,6 +183,9 @@ def add_parsers(sub) -> None:
     add_model_arguments(c)
     c.add_argument("--methods", default=None, help="comma-separated from cavi, gibbs, svi, nuts, em (default: the "
                                                    "model's; NUTS only on synthetic data)")
+    c.add_argument("--set", nargs="+", default=None, metavar="METHOD.NAME=VALUE", dest="method_settings",
+                   help="a method's setting, e.g. nuts.num_samples=150 gibbs.thin=5 svi.lr=0.02 (the keyword "
+                        "arguments of inference.fit_<method>; they override the model's and --iters/--samples)")
     add_overwrite_option(c)
     c.set_defaults(func=cmd_compare)
 

@@ -98,8 +98,8 @@ def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("c
 
     Returns:
         Comparison. Table columns: method, objective (its name), value, per-observation held-out score,
-        wall time, for samplers the minimum bulk ESS of the compared quantity and seconds per effective
-        sample, and the agreement of posterior mean invariant quantities with the reference method
+        wall time, CPU time (this process's, or the chain processes' for NUTS in processes), for samplers the
+        minimum bulk ESS of the compared quantity and seconds per effective sample, and the agreement of posterior mean invariant quantities with the reference method
         (exact inference, else the best-converged sampler: pick_reference): relative RMS difference and correlation.
     """
     from inference import METHODS
@@ -118,11 +118,19 @@ def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("c
                             test_fraction=test_fraction, settings=settings or {})
         previous = claim_run_folder(Path(out), config, overwrite)
     train, test = model.split(data, test_fraction, torch.Generator().manual_seed(seed))
-    results: dict[str, InferenceResult] = {}
+    kws = {}
     for name in methods:
-        kw = dict(DEFAULT_SETTINGS.get(name, {}))
-        kw.update((settings or {}).get(name, {}))
-        results[name] = METHODS[name](model, train, seed=seed, progress=progress, **kw)
+        kws[name] = dict(DEFAULT_SETTINGS.get(name, {}))
+        kws[name].update((settings or {}).get(name, {}))
+    cpu: dict[str, float] = {}
+
+    def run(name: str) -> InferenceResult:
+        start = time.process_time()
+        res = METHODS[name](model, train, seed=seed, progress=progress, **kws[name])
+        cpu[name] = res.attrs.get("cpu_seconds", time.process_time() - start)
+        return res
+
+    results = {name: run(name) for name in methods}
     inv = _invariant_name(model)
     # R-hat and ESS once per sampler (ArviZ's are seconds on thousands of draws of hundreds of quantities)
     convergence = {name: sampler_convergence(res, inv) for name, res in results.items() if _is_sampler(res)}
@@ -140,6 +148,7 @@ def compare(model: Any, data: Any, *, methods: list[str] | tuple[str, ...] = ("c
             row["objective"] = "elbo (closed form at final q)"
         row.update(model.heldout_score(res, test, test_fraction))
         row["wall_s"] = res.wall_time
+        row["cpu_s"] = cpu[name]
         draws = res.posterior[inv]
         if _is_sampler(res):  # samplers: diagnostics on the invariant quantities
             # (a quantity constant in every chain, such as a pixel no chain ever changes, has no ESS or R-hat)
@@ -332,7 +341,10 @@ def _report(comp: Comparison, model: Any, inv: str, pictures: list[str]) -> str:
     """report.md: the table, what each column means, and the plots."""
     lines = [f"# {model.name}: every method on one split ({time.strftime('%Y-%m-%d')})", "",
              f"Data: {comp.results[comp.reference].attrs.get('data', '')}; reference method for agreement: "
-             f"{comp.reference} (the most exact method run).", "", *reference_warning(comp), comp.to_markdown(), "",
+             f"{comp.reference} (the most exact method run).", "", *reference_warning(comp),
+             comp.to_markdown(), "",
+             "- wall_s, cpu_s: the method's wall-clock seconds and CPU seconds (cpu_s counts every core it used; for "
+             "NUTS with chains in processes, the chain processes' sampling).",
              "- value: the constant-inclusive objective (closed-form ELBO for CAVI/SVI; for samplers the log joint "
              "of the last draw; for EM the log joint at the posterior mode it found, with allocations summed out). "
              "Held-out scores are per observation on one fixed split (EM: plug-in predictive at the mode).",
