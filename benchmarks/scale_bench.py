@@ -16,6 +16,8 @@ Methods, each in its own process (so that each has its own peak memory):
     stochastic  stochastic VI (inference/stochastic.py) on the counts memory-mapped from disk, batches of 1% of the
                 rows, rho_t = (1 + t)^-0.5, 5 local iterations; "per sweep" = per epoch (every row once)
     hpfrec      hpfrec's HPF (Gopalan et al.'s hierarchical model, its own CAVI), when --hpfrec names a Python with it
+    parquet     (with --methods parquet) the conversion of a shuffled long-format Parquet file of the counts to
+                memory-mapped CSR (RowBlocks.from_parquet); "per sweep" = the conversion's seconds
 """
 
 from __future__ import annotations
@@ -133,6 +135,29 @@ def run_stochastic(data_file: str, sweeps: int, folder: str) -> dict:
     return {"per_sweep": float(np.median(times)), "peak_gib": _peak_gib(), "curve": points, "elbo": None}
 
 
+def write_parquet(data_file: str, path: str) -> None:
+    """The training counts as a long-format Parquet file (user, item, count; row groups of 10^6 records, shuffled so
+    that the conversion cannot rely on the order)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = np.load(data_file)
+    order = np.random.default_rng(1).permutation(d["r"].size)
+    pq.write_table(pa.table({"user": d["r"][order], "item": d["c"][order], "count": d["x"][order].astype(np.int64)}),
+                   path, row_group_size=1_000_000)
+
+
+def run_parquet(parquet: str, folder: str) -> dict:
+    """RowBlocks.from_parquet: the Parquet file to memory-mapped CSR, batches of 10^6 records."""
+    from models.blocks import RowBlocks
+
+    t0 = time.perf_counter()
+    blocks = RowBlocks.from_parquet(parquet, folder, counts=True, batch_records=1_000_000)
+    wall = time.perf_counter() - t0
+    return {"per_sweep": wall, "peak_gib": _peak_gib(), "curve": [[wall, float("nan")]], "elbo": None,
+            "nnz": blocks.nnz}
+
+
 HPFREC = """
 import json, sys, time, resource, numpy as np, pandas as pd
 from hpfrec import HPF
@@ -156,7 +181,10 @@ print(json.dumps({"per_sweep": wall / sweeps, "peak_gib": resource.getrusage(res
 
 def _child(method: str, data_file: str, sweeps: int, folder: str, out) -> None:
     try:
-        res = run_cavi(data_file, sweeps) if method == "cavi" else run_stochastic(data_file, sweeps, folder)
+        if method == "parquet":  # (the file is written by another process: its memory is not the conversion's)
+            res = run_parquet(data_file, folder)
+        else:
+            res = run_cavi(data_file, sweeps) if method == "cavi" else run_stochastic(data_file, sweeps, folder)
         out.put(res)
     except MemoryError as exc:
         out.put({"error": f"out of memory ({exc})"})
@@ -165,7 +193,9 @@ def _child(method: str, data_file: str, sweeps: int, folder: str, out) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nnz", type=float, nargs="+", default=[1e6, 1e7])
-    ap.add_argument("--methods", nargs="+", default=["cavi", "stochastic"], choices=["cavi", "stochastic"])
+    ap.add_argument("--methods", nargs="+", default=["cavi", "stochastic"], choices=["cavi", "stochastic", "parquet"],
+                    help="parquet: the counts written as a shuffled long-format Parquet file, converted to "
+                         "memory-mapped CSR by RowBlocks.from_parquet (time and peak memory of the conversion)")
     ap.add_argument("--sweeps", type=int, default=10, help="sweeps (CAVI) or epochs (stochastic) per method")
     ap.add_argument("--hpfrec", default=None, help="a Python interpreter with hpfrec installed")
     ap.add_argument("--workdir", default=None, help="folder for the data and the on-disk counts (default: a temp)")
@@ -194,8 +224,14 @@ def main(argv: list[str] | None = None) -> int:
                     {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
             else:
                 ctx = multiprocessing.get_context("spawn")
+                source, folder = str(data_file), str(work / f"csr-{nnz}")
+                if method == "parquet":
+                    source, folder = str(work / f"counts-{nnz}.parquet"), str(work / f"pq-csr-{nnz}")
+                    writer = ctx.Process(target=write_parquet, args=(str(data_file), source))
+                    writer.start()
+                    writer.join()
                 q = ctx.Queue()
-                p = ctx.Process(target=_child, args=(method, str(data_file), args.sweeps, str(work / f"csr-{nnz}"), q))
+                p = ctx.Process(target=_child, args=(method, source, args.sweeps, folder, q))
                 p.start()
                 p.join()
                 res = q.get() if not q.empty() else {"error": f"the process ended with status {p.exitcode}"}

@@ -30,6 +30,8 @@ class RowBlocks:
             raise ValueError(f"indptr must have N + 1 = {N + 1} entries ending at nnz = {len(values)}; got "
                              f"{len(indptr)} entries ending at {int(indptr[-1])}, {len(cols)} cols")
         self.indptr, self.cols, self.values, self.shape, self.dtype = indptr, cols, values, (int(N), int(M)), dtype
+        self.row_labels: np.ndarray | None = None
+        self.col_labels: np.ndarray | None = None
 
     @classmethod
     def from_matrix(cls, data: Any) -> RowBlocks:
@@ -39,6 +41,120 @@ class RowBlocks:
                    data.dtype)
 
     from_counts = from_matrix
+
+    @classmethod
+    def from_parquet(cls, path: str | Path, folder: str | Path, *, columns: tuple[str, str, str] | None = None,
+                     counts: bool = False, batch_records: int = 1_000_000, dtype: torch.dtype = torch.float64
+                     ) -> RowBlocks:
+        """A long-format Parquet file (row, col, value columns found by name as models.readers finds them, or
+        ``columns``) converted to CSR files in ``folder`` and memory-mapped (:meth:`open`), reading
+        ``batch_records`` records at a time: memory holds the row and column IDs (O(N + M)) and one batch, never the
+        matrix, so a file larger than memory can be fitted by stochastic VI.
+
+        IDs are labels mapped to 0..N-1 and 0..M-1 in sorted order, as the readers map them (kept in the folder as
+        row_labels.npy / col_labels.npy, and as ``row_labels`` / ``col_labels``); within a row the entries are
+        sorted by column. Three passes over the file: the IDs and each row's number of entries, then the entries
+        into place, then a sort within each row (which also finds repeated cells).
+
+        counts: the values are counts (non-negative integers; zeros are dropped, as a CountMatrix stores
+            nonzeros only); otherwise any finite numbers (ratings).
+
+        Raises ReaderError (naming the file, the column and the record): a missing column, an empty ID, a value
+        that is not a finite number (or not a count), a cell given twice, no records."""
+        import pyarrow.parquet as pq
+
+        from models.data import ReaderError, _check_counts
+        from models.readers import parquet_columns
+
+        path, folder = Path(path), Path(folder)
+        names = parquet_columns(path, columns)
+        source = str(path)
+
+        def batches():
+            """(first record number, row IDs, col IDs, values) of each batch, the values checked."""
+            start = 0
+            for b in pq.ParquetFile(path).iter_batches(batch_size=batch_records, columns=list(names)):
+                ids = []
+                for k in range(2):
+                    col = b.column(k)
+                    if col.null_count:
+                        bad = start + int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+                        raise ReaderError(f"{source}: column {names[k]!r} has an empty ID in record {bad + 1}")
+                    ids.append(col.to_numpy(zero_copy_only=False))
+                v = b.column(2)
+                try:
+                    vals = np.asarray(v.to_numpy(zero_copy_only=False), dtype=np.float64)
+                except (TypeError, ValueError) as exc:
+                    raise ReaderError(f"{source}: column {names[2]!r} must hold numbers ({exc})") from None
+                if not np.all(np.isfinite(vals)):
+                    bad = int(np.flatnonzero(~np.isfinite(vals))[0])
+                    raise ReaderError(f"{source}: column {names[2]!r} has {float(vals[bad])} in record "
+                                      f"{start + bad + 1}")
+                if counts:
+                    try:
+                        _check_counts(vals, f"{source}: column {names[2]!r} (records from {start + 1})")
+                    except ValueError as exc:
+                        raise ReaderError(str(exc)) from None
+                    keep = vals != 0
+                    ids, vals = [i[keep] for i in ids], vals[keep]
+                if len(vals):
+                    yield start, ids[0], ids[1], vals
+                start += b.num_rows
+
+        # pass 1: the IDs, and the number of entries of each row ID
+        row_ids, row_n, col_ids = None, None, None
+        for _, r, c, _ in batches():
+            u, k = np.unique(r, return_counts=True)
+            if row_ids is None:
+                row_ids, row_n, col_ids = u, k, np.unique(c)
+                continue
+            row_ids, inv = np.unique(np.concatenate([row_ids, u]), return_inverse=True)
+            row_n = np.bincount(inv, weights=np.concatenate([row_n, k]), minlength=len(row_ids)).astype(np.int64)
+            col_ids = np.union1d(col_ids, c)
+        if row_ids is None or len(row_ids) == 0:
+            raise ReaderError(f"{source}: no records" + (" with a nonzero count" if counts else ""))
+        N, M, nnz = len(row_ids), len(col_ids), int(row_n.sum())
+        indptr = np.zeros(N + 1, dtype=np.int64)
+        np.cumsum(row_n, out=indptr[1:])
+        # pass 2: every entry into its row's slots, in file order within the row
+        folder.mkdir(parents=True, exist_ok=True)
+        cols = np.lib.format.open_memmap(folder / "cols.npy", mode="w+", dtype=np.int64, shape=(nnz,))
+        values = np.lib.format.open_memmap(folder / "values.npy", mode="w+", dtype=np.float64, shape=(nnz,))
+        filled = indptr[:-1].copy()
+        for _, r, c, v in batches():
+            ri = np.searchsorted(row_ids, r)
+            order = np.argsort(ri, kind="stable")
+            ri = ri[order]
+            first = np.flatnonzero(np.r_[True, ri[1:] != ri[:-1]])
+            rank = np.arange(len(ri)) - np.repeat(first, np.diff(np.r_[first, len(ri)]))
+            pos = filled[ri] + rank
+            cols[pos] = np.searchsorted(col_ids, c[order])
+            values[pos] = v[order]
+            np.add.at(filled, ri[first], np.diff(np.r_[first, len(ri)]))
+        # pass 3: sort each row by column, block by block, and refuse a cell given twice
+        lo_row = 0
+        while lo_row < N:
+            hi_row = int(np.searchsorted(indptr, indptr[lo_row] + batch_records, side="right")) - 1
+            hi_row = min(N, max(hi_row, lo_row + 1))
+            lo, hi = int(indptr[lo_row]), int(indptr[hi_row])
+            local = np.repeat(np.arange(hi_row - lo_row), np.diff(indptr[lo_row:hi_row + 1]))
+            cb, vb = np.array(cols[lo:hi]), np.array(values[lo:hi])
+            order = np.lexsort((cb, local))
+            cb, vb, local = cb[order], vb[order], local[order]
+            dup = np.flatnonzero((local[1:] == local[:-1]) & (cb[1:] == cb[:-1]))
+            if dup.size:
+                i = dup[0]
+                raise ReaderError(f"{source}: the cell ({names[0]}={row_ids[lo_row + local[i]]}, "
+                                  f"{names[1]}={col_ids[cb[i]]}) is given more than once")
+            cols[lo:hi], values[lo:hi] = cb, vb
+            lo_row = hi_row
+        cols.flush(), values.flush()
+        del cols, values
+        np.save(folder / "indptr.npy", indptr)
+        for name, ids in (("row_labels", row_ids), ("col_labels", col_ids)):
+            np.save(folder / f"{name}.npy", ids.astype(str) if ids.dtype == object else ids, allow_pickle=False)
+        (folder / "shape.json").write_text(json.dumps({"shape": [N, M]}))
+        return cls.open(folder, dtype)
 
     @staticmethod
     def save(folder: str | Path, indptr: np.ndarray, cols: np.ndarray, values: np.ndarray,
@@ -57,7 +173,11 @@ class RowBlocks:
         folder = Path(folder)
         shape = tuple(json.loads((folder / "shape.json").read_text())["shape"])
         arrays = [np.load(folder / f"{n}.npy", mmap_mode="r") for n in ("indptr", "cols", "values")]
-        return cls(*arrays, shape, dtype)
+        blocks = cls(*arrays, shape, dtype)
+        for name in ("row_labels", "col_labels"):  # (written by from_parquet)
+            if (folder / f"{name}.npy").is_file():
+                setattr(blocks, name, np.load(folder / f"{name}.npy", allow_pickle=False))
+        return blocks
 
     @property
     def nnz(self) -> int:

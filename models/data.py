@@ -24,7 +24,7 @@ import torch
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
-__all__ = ["check_index", "ALIASES", "LongTable", "ReaderError", "long_table", "check_device", "Data", "SparseMatrix", "CountMatrix", "RatingData", "MixtureData", "as_count_matrix", "as_rating_data",
+__all__ = ["check_index", "ALIASES", "LongTable", "ReaderError", "long_table", "find_column", "check_device", "Data", "SparseMatrix", "CountMatrix", "RatingData", "MixtureData", "as_count_matrix", "as_rating_data",
            "as_mixture_data", "csr_index", "partner_sum", "gram_rhs", "check_dtype"]
 
 
@@ -322,7 +322,9 @@ class LongTable:
     col_labels: np.ndarray
 
 
-def _find(names: list[str], role: str, given: str | None, source: str) -> str:
+def find_column(names: list[str], role: str, given: str | None, source: str) -> str:
+    """The column of ``names`` that plays ``role`` ("row", "col" or "value"): ``given`` (checked), else the first
+    name matching an alias of ALIASES[role] (case-insensitive)."""
     if given is not None:
         if given not in names:
             raise ReaderError(f"{source}: no column named {given!r} (the {role} column); columns are {names}")
@@ -357,7 +359,7 @@ def long_table(df: Any, *, columns: tuple[str, str, str] | None = None, source: 
                           "first three columns are then row, col, value)")
     if columns is not None and len(columns) != 3:
         raise ReaderError(f"{source}: columns must name three columns (row, col, value), got {columns!r}")
-    r_name, c_name, v_name = (_find(names, role, columns[i] if columns else None, source)
+    r_name, c_name, v_name = (find_column(names, role, columns[i] if columns else None, source)
                               for i, role in enumerate(("row", "col", "value")))
     if len({r_name, c_name, v_name}) < 3:
         raise ReaderError(f"{source}: the row, col and value columns must differ, got {r_name!r}, {c_name!r}, "

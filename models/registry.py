@@ -54,7 +54,7 @@ def _columns(text: str) -> tuple[str, str, str]:
 
 # The options of the long-format matrix readers (models.readers), shared by the matrix-factorisation specs.
 FILE_OPTIONS = (
-    Option("--columns", "columns", "long-format .csv files: the row, col and value column names, e.g. "
+    Option("--columns", "columns", "long-format .csv / .parquet files: the row, col and value column names, e.g. "
            "user,item,rating (default: found by name)", target="file", metavar="ROW,COL,VALUE", convert=_columns),
     Option("--no-header", "header", "long-format .csv files: the file has no header line (its first three columns "
            "are row, col, value)", target="file", const=False),

@@ -97,8 +97,8 @@ SPEC = register(ModelSpec(
     datasets=(DataSet("movielens-100k", load_movielens, "MovieLens-100K, the training part of fold --fold"),),
     compare_figures="inference.workflows.relabel:gaussian_factor_report",
     read_file=read_file,
-    file_help=".csv long format (header row,col,value or --columns; IDs are labels) or .npy / text dense ratings "
-              "(NaN = unobserved); --rating-range LO HI checks them",
+    file_help=".csv or .parquet long format (header row,col,value or --columns; IDs are labels) or .npy / text dense "
+              "ratings (NaN = unobserved); --rating-range LO HI checks them",
     default_K=3,
     options=(
         Option("--prior", "prior", "prior on the factors: bpmf (Normal-Wishart hyperpriors) or fixed (the course's)",

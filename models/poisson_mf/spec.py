@@ -65,7 +65,8 @@ COUNT_DATA = dict(
     datasets=(DataSet("lastfm", load_lastfm, "LastFM listening counts, 999 users x 2,000 artists", default_K=40),),
     compare_figures="inference.workflows.relabel:poisson_factor_report",
     read_file=read_file,
-    file_help=".csv long format (header row,col,value or --columns; IDs are labels) or .npy / text dense counts",
+    file_help=".csv or .parquet long format (header row,col,value or --columns; IDs are labels) or .npy / text dense "
+              "counts",
     default_K=3,
     fit_report=fit_report,
 )
