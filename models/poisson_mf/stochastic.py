@@ -1,5 +1,5 @@
 """Closed-form stochastic variational inference for Poisson MF (Hoffman, Blei, Wang and Paisley 2013; the Poisson
-factorisation form of Gopalan, Hofman and Blei 2015), and row-block access to counts in memory or on disk.
+factorisation form of Gopalan, Hofman and Blei 2015), on row blocks of counts in memory or on disk.
 
 Rows (users) are local, columns (items) global. One iteration takes a minibatch B of rows:
     local step, for n in B (``local_iters`` times):
@@ -12,7 +12,8 @@ Gamma shape and rate are the natural parameters (up to sign and a shift), so eq.
 ELBO (Hoffman et al., eq. 14). With B = every row, rho_t = 1 (kappa = 0) and one local iteration, an iteration is
 exactly a CAVI sweep: lambda from (theta, eta), theta, then eta from that lambda and the new theta. Memory: q(theta)
 (N, K) and q(eta) (M, K) plus the batch's (nnz_B, K) responsibilities; the counts are read by row blocks
-(:class:`models.blocks.RowBlocks`, memory-mapped from disk when the matrix does not fit in memory).
+(:class:`models.blocks.RowBlocks`, memory-mapped from disk when the matrix does not fit in memory). The local step
+reads E[log eta] of the batch's columns only; the blend of eq. 8 is O(M K) per iteration.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from models.blocks import RowBlocks
 from models.conjugate import gamma_expectations, gamma_kl
+from models.data import CountMatrix
 
 __all__ = ["PoissonMFStochastic"]
 
@@ -44,14 +46,17 @@ class PoissonMFStochastic:
         N = blocks.shape[0]
         batch = blocks.counts(rows)
         idx = torch.from_numpy(np.asarray(rows, dtype=np.int64))
-        E_e, El_e = gamma_expectations(q.eta_shape, q.eta_rate)
+        # the batch's columns J only: E[log eta_J] and the allocation on (B, |J|), not on all M columns
+        J, local_cols = torch.unique(batch.cols, return_inverse=True)
+        batch = CountMatrix(batch.rows, local_cols, batch.values, (len(rows), len(J)))
+        El_e = gamma_expectations(q.eta_shape[J], q.eta_rate[J])[1]
         ts_B, tr_B = q.theta_shape[idx], q.theta_rate[idx]
-        rate_B = (self.b_theta + E_e.sum(0)).expand(len(rows), -1)                        # eq. 3 rate
+        rate_B = (self.b_theta + (q.eta_shape / q.eta_rate).sum(0)).expand(len(rows), -1)    # eq. 3 rate
         for _ in range(local_iters):
             alloc = self.allocate(batch, gamma_expectations(ts_B, tr_B)[1], El_e)          # eq. 5, O(nnz_B K)
             ts_B = self.a_theta + alloc.c_theta                                               # eq. 3 shape
             tr_B = rate_B
-        c_eta = alloc.c_eta
+        c_eta = torch.zeros_like(q.eta_shape).index_copy_(0, J, alloc.c_eta)             # 0 off the batch's columns
         scale = N / len(rows)
         es_hat = self.a_eta + scale * c_eta
         er_hat = self.b_eta + scale * (ts_B / tr_B).sum(0)
