@@ -37,8 +37,10 @@ class RowBlocks:
     def from_matrix(cls, data: Any) -> RowBlocks:
         """A CountMatrix or RatingData (entries row-major) as row blocks, in memory."""
         s = data.csr_structure()
-        return cls(s["crow"].cpu().numpy(), data.cols.cpu().numpy(), data.values.cpu().numpy(), data.shape,
-                   data.dtype)
+        blocks = cls(s["crow"].cpu().numpy(), data.cols.cpu().numpy(), data.values.cpu().numpy(), data.shape,
+                     data.dtype)
+        blocks.row_labels, blocks.col_labels = getattr(data, "row_labels", None), getattr(data, "col_labels", None)
+        return blocks
 
     from_counts = from_matrix
 
@@ -67,6 +69,8 @@ class RowBlocks:
         from models.readers import parquet_columns
 
         path, folder = Path(path), Path(folder)
+        if isinstance(batch_records, bool) or not isinstance(batch_records, int) or batch_records < 1:
+            raise ValueError(f"batch_records must be an integer >= 1, got {batch_records!r}")
         names = parquet_columns(path, columns)
         source = str(path)
 
@@ -101,59 +105,67 @@ class RowBlocks:
                     yield start, ids[0], ids[1], vals
                 start += b.num_rows
 
-        # pass 1: the IDs, and the number of entries of each row ID
-        row_ids, row_n, col_ids = None, None, None
-        for _, r, c, _ in batches():
-            u, k = np.unique(r, return_counts=True)
-            if row_ids is None:
-                row_ids, row_n, col_ids = u, k, np.unique(c)
-                continue
-            row_ids, inv = np.unique(np.concatenate([row_ids, u]), return_inverse=True)
-            row_n = np.bincount(inv, weights=np.concatenate([row_n, k]), minlength=len(row_ids)).astype(np.int64)
-            col_ids = np.union1d(col_ids, c)
-        if row_ids is None or len(row_ids) == 0:
-            raise ReaderError(f"{source}: no records" + (" with a nonzero count" if counts else ""))
-        N, M, nnz = len(row_ids), len(col_ids), int(row_n.sum())
-        indptr = np.zeros(N + 1, dtype=np.int64)
-        np.cumsum(row_n, out=indptr[1:])
-        # pass 2: every entry into its row's slots, in file order within the row
-        folder.mkdir(parents=True, exist_ok=True)
-        cols = np.lib.format.open_memmap(folder / "cols.npy", mode="w+", dtype=np.int64, shape=(nnz,))
-        values = np.lib.format.open_memmap(folder / "values.npy", mode="w+", dtype=np.float64, shape=(nnz,))
-        filled = indptr[:-1].copy()
-        for _, r, c, v in batches():
-            ri = np.searchsorted(row_ids, r)
-            order = np.argsort(ri, kind="stable")
-            ri = ri[order]
-            first = np.flatnonzero(np.r_[True, ri[1:] != ri[:-1]])
-            rank = np.arange(len(ri)) - np.repeat(first, np.diff(np.r_[first, len(ri)]))
-            pos = filled[ri] + rank
-            cols[pos] = np.searchsorted(col_ids, c[order])
-            values[pos] = v[order]
-            np.add.at(filled, ri[first], np.diff(np.r_[first, len(ri)]))
-        # pass 3: sort each row by column, block by block, and refuse a cell given twice
-        lo_row = 0
-        while lo_row < N:
-            hi_row = int(np.searchsorted(indptr, indptr[lo_row] + batch_records, side="right")) - 1
-            hi_row = min(N, max(hi_row, lo_row + 1))
-            lo, hi = int(indptr[lo_row]), int(indptr[hi_row])
-            local = np.repeat(np.arange(hi_row - lo_row), np.diff(indptr[lo_row:hi_row + 1]))
-            cb, vb = np.array(cols[lo:hi]), np.array(values[lo:hi])
-            order = np.lexsort((cb, local))
-            cb, vb, local = cb[order], vb[order], local[order]
-            dup = np.flatnonzero((local[1:] == local[:-1]) & (cb[1:] == cb[:-1]))
-            if dup.size:
-                i = dup[0]
-                raise ReaderError(f"{source}: the cell ({names[0]}={row_ids[lo_row + local[i]]}, "
-                                  f"{names[1]}={col_ids[cb[i]]}) is given more than once")
-            cols[lo:hi], values[lo:hi] = cb, vb
-            lo_row = hi_row
-        cols.flush(), values.flush()
-        del cols, values
-        np.save(folder / "indptr.npy", indptr)
-        for name, ids in (("row_labels", row_ids), ("col_labels", col_ids)):
-            np.save(folder / f"{name}.npy", ids.astype(str) if ids.dtype == object else ids, allow_pickle=False)
-        (folder / "shape.json").write_text(json.dumps({"shape": [N, M]}))
+        written = [folder / f"{n}.npy" for n in ("cols", "values", "indptr", "row_labels", "col_labels")]
+        try:
+            (folder / "shape.json").unlink(missing_ok=True)  # (an earlier conversion's marker goes first)
+            # pass 1: the IDs, and the number of entries of each row ID
+            row_ids, row_n, col_ids = None, None, None
+            for _, r, c, _ in batches():
+                u, k = np.unique(r, return_counts=True)
+                if row_ids is None:
+                    row_ids, row_n, col_ids = u, k, np.unique(c)
+                    continue
+                row_ids, inv = np.unique(np.concatenate([row_ids, u]), return_inverse=True)
+                row_n = np.bincount(inv, weights=np.concatenate([row_n, k]),
+                                    minlength=len(row_ids)).astype(np.int64)
+                col_ids = np.union1d(col_ids, c)
+            if row_ids is None or len(row_ids) == 0:
+                raise ReaderError(f"{source}: no records" + (" with a nonzero count" if counts else ""))
+            N, M, nnz = len(row_ids), len(col_ids), int(row_n.sum())
+            indptr = np.zeros(N + 1, dtype=np.int64)
+            np.cumsum(row_n, out=indptr[1:])
+            # pass 2: every entry into its row's slots, in file order within the row
+            folder.mkdir(parents=True, exist_ok=True)
+            cols = np.lib.format.open_memmap(folder / "cols.npy", mode="w+", dtype=np.int64, shape=(nnz,))
+            values = np.lib.format.open_memmap(folder / "values.npy", mode="w+", dtype=np.float64, shape=(nnz,))
+            filled = indptr[:-1].copy()
+            for _, r, c, v in batches():
+                ri = np.searchsorted(row_ids, r)
+                order = np.argsort(ri, kind="stable")
+                ri = ri[order]
+                first = np.flatnonzero(np.r_[True, ri[1:] != ri[:-1]])
+                rank = np.arange(len(ri)) - np.repeat(first, np.diff(np.r_[first, len(ri)]))
+                pos = filled[ri] + rank
+                cols[pos] = np.searchsorted(col_ids, c[order])
+                values[pos] = v[order]
+                np.add.at(filled, ri[first], np.diff(np.r_[first, len(ri)]))
+            # pass 3: sort each row by column, block by block, and refuse a cell given twice
+            lo_row = 0
+            while lo_row < N:
+                hi_row = int(np.searchsorted(indptr, indptr[lo_row] + batch_records, side="right")) - 1
+                hi_row = min(N, max(hi_row, lo_row + 1))
+                lo, hi = int(indptr[lo_row]), int(indptr[hi_row])
+                local = np.repeat(np.arange(hi_row - lo_row), np.diff(indptr[lo_row:hi_row + 1]))
+                cb, vb = np.array(cols[lo:hi]), np.array(values[lo:hi])
+                order = np.lexsort((cb, local))
+                cb, vb, local = cb[order], vb[order], local[order]
+                dup = np.flatnonzero((local[1:] == local[:-1]) & (cb[1:] == cb[:-1]))
+                if dup.size:
+                    i = dup[0]
+                    raise ReaderError(f"{source}: the cell ({names[0]}={row_ids[lo_row + local[i]]}, "
+                                      f"{names[1]}={col_ids[cb[i]]}) is given more than once")
+                cols[lo:hi], values[lo:hi] = cb, vb
+                lo_row = hi_row
+            cols.flush(), values.flush()
+            del cols, values
+            np.save(folder / "indptr.npy", indptr)
+            for name, ids in (("row_labels", row_ids), ("col_labels", col_ids)):
+                np.save(folder / f"{name}.npy", ids.astype(str) if ids.dtype == object else ids, allow_pickle=False)
+            (folder / "shape.json").write_text(json.dumps({"shape": [N, M]}))
+        except BaseException:  # nothing half-written is left behind (shape.json, written last, marks a whole folder)
+            for f in written:
+                f.unlink(missing_ok=True)
+            raise
         return cls.open(folder, dtype)
 
     @staticmethod

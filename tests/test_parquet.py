@@ -100,8 +100,15 @@ def test_parquet_ratings_for_gaussian_mf(tmp_path):
 ])
 def test_bad_parquet_files_are_refused_by_name(tmp_path, table, counts, match):
     path = write(tmp_path / "bad.parquet", table)
+    good = write(tmp_path / "good.parquet", {"user": [1, 2], "item": [1, 2], "n": [1, 2]})
+    RowBlocks.from_parquet(good, tmp_path / "csr", counts=True)    # a whole earlier conversion in the folder
     with pytest.raises(ReaderError, match=match):
         RowBlocks.from_parquet(path, tmp_path / "csr", counts=counts, batch_records=1)
+    left = sorted(p.name for p in (tmp_path / "csr").iterdir())
+    if "shape.json" in left:   # refused before writing (a missing column): the earlier conversion is intact
+        assert RowBlocks.open(tmp_path / "csr").nnz == 2
+    else:                      # refused while converting: nothing half-written is left
+        assert left == []
 
 
 def test_not_a_parquet_file_and_no_header_option(tmp_path):
@@ -112,6 +119,8 @@ def test_not_a_parquet_file_and_no_header_option(tmp_path):
     good = write(tmp_path / "good.parquet", {"row": [0], "col": [0], "value": [1]})
     with pytest.raises(ReaderError, match="--no-header is for .csv files"):
         read_count_file(good, header=False)
+    with pytest.raises(ValueError, match="batch_records must be an integer >= 1"):
+        RowBlocks.from_parquet(good, tmp_path / "csr", batch_records=0)
 
 
 def test_cli_fits_a_parquet_file(counts_file, tmp_path, capsys):
