@@ -32,6 +32,7 @@ class RowBlocks:
         self.indptr, self.cols, self.values, self.shape, self.dtype = indptr, cols, values, (int(N), int(M)), dtype
         self.row_labels: np.ndarray | None = None
         self.col_labels: np.ndarray | None = None
+        self._totals: tuple[torch.Tensor, torch.Tensor, float] | None = None
 
     @classmethod
     def from_matrix(cls, data: Any) -> RowBlocks:
@@ -42,7 +43,6 @@ class RowBlocks:
         blocks.row_labels, blocks.col_labels = getattr(data, "row_labels", None), getattr(data, "col_labels", None)
         return blocks
 
-    from_counts = from_matrix
 
     @classmethod
     def from_parquet(cls, path: str | Path, folder: str | Path, *, columns: tuple[str, str, str] | None = None,
@@ -231,7 +231,13 @@ class RowBlocks:
         return [(i, min(i + rows_per_block, N)) for i in range(0, N, rows_per_block)]
 
     def totals(self, rows_per_block: int = 65_536) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Row totals (N,), column totals (M,) and sum of log x! in one pass."""
+        """Row totals (N,), column totals (M,) and sum of log x! in one pass, made once per RowBlocks (the
+        stochastic-VI start and its ELBO constant both read them; on disk, a pass reads the whole matrix)."""
+        if self._totals is None:
+            self._totals = self._totals_pass(rows_per_block)
+        return self._totals
+
+    def _totals_pass(self, rows_per_block: int) -> tuple[torch.Tensor, torch.Tensor, float]:
         N, M = self.shape
         row_total = np.zeros(N)
         col_total = np.zeros(M)

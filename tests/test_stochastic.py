@@ -26,13 +26,13 @@ def test_full_batch_with_step_one_is_cavi(problem):
     """Every row in the batch, rho = 1, one local iteration: each iteration is a CAVI sweep (same q, same ELBO)."""
     model, data = problem
     cavi = fit_cavi(model, data, seed=0, num_iters=12, progress=False)
-    run = stochastic_vi(model, RowBlocks.from_counts(data), seed=0, batch_size=data.shape[0], num_iters=12,
+    run = stochastic_vi(model, RowBlocks.from_matrix(data), seed=0, batch_size=data.shape[0], num_iters=12,
                         kappa=0.0, eval_every=1, progress=False)
     np.testing.assert_allclose(run.elbo, cavi.trace["objective"], rtol=1e-12)
     for k in ("theta_shape", "theta_rate", "eta_shape", "eta_rate"):
         np.testing.assert_allclose(getattr(run.q, k).numpy(), cavi.variational[k], rtol=1e-10)
     # a half batch with the same steps is a different algorithm (the negative control of the comparison above)
-    half = stochastic_vi(model, RowBlocks.from_counts(data), seed=0, batch_size=data.shape[0] // 2, num_iters=2,
+    half = stochastic_vi(model, RowBlocks.from_matrix(data), seed=0, batch_size=data.shape[0] // 2, num_iters=2,
                          kappa=0.0, eval_every=1, progress=False)
     assert not np.allclose(half.elbo[1:], cavi.trace["objective"][1:3], rtol=1e-6)
 
@@ -61,7 +61,7 @@ def test_stochastic_elbo_is_the_models_elbo_and_pyros_monte_carlo_elbo(problem):
     from inference.workflows.checks import pyro_log_joint, to_pyro
 
     model, data = problem
-    blocks = RowBlocks.from_counts(data)
+    blocks = RowBlocks.from_matrix(data)
     run = stochastic_vi(model, blocks, seed=2, batch_size=20, num_iters=30, progress=False)
     q = run.q
     closed = float(model.elbo(data, q))
@@ -86,7 +86,7 @@ def test_stochastic_elbo_is_the_models_elbo_and_pyros_monte_carlo_elbo(problem):
 
 def test_counts_memory_mapped_from_disk_give_the_same_fit(problem, tmp_path):
     model, data = problem
-    mem = RowBlocks.from_counts(data)
+    mem = RowBlocks.from_matrix(data)
     RowBlocks.save(tmp_path / "csr", mem.indptr, mem.cols, mem.values, mem.shape)
     disk = RowBlocks.open(tmp_path / "csr")
     assert isinstance(disk.values, np.memmap) and disk.nnz == data.nnz
@@ -106,7 +106,7 @@ def test_counts_memory_mapped_from_disk_give_the_same_fit(problem, tmp_path):
 def test_step_sizes_and_bad_arguments(problem):
     model, data = problem
     assert step_size(1, 1.0, 0.0) == 1.0 and step_size(3, 1.0, 0.5) == pytest.approx(0.5)
-    blocks = RowBlocks.from_counts(data)
+    blocks = RowBlocks.from_matrix(data)
     for kw, match in ((dict(kappa=1.5), "kappa must lie in"), (dict(tau=-1.0), "tau must be >= 0"),
                       (dict(batch_size=0), "batch_size must be an integer >= 1"),
                       (dict(local_iters=0), "local_iters must be an integer >= 1")):
@@ -116,3 +116,19 @@ def test_step_sizes_and_bad_arguments(problem):
             stochastic_vi(model, blocks, **args)
     with pytest.raises(ValueError, match="indptr must have"):
         RowBlocks(blocks.indptr[:-1], blocks.cols, blocks.values, blocks.shape)
+
+
+def test_one_pass_over_the_blocks_for_the_start_and_the_elbo_constant(problem, monkeypatch):
+    """The initial q and the ELBO's sum of log x! come from one pass over the counts (on disk, a pass reads them
+    all), and the totals are the CountMatrix's."""
+    model, data = problem
+    blocks = RowBlocks.from_matrix(data)
+    passes = []
+    real = RowBlocks._totals_pass
+    monkeypatch.setattr(RowBlocks, "_totals_pass", lambda self, n: passes.append(n) or real(self, n))
+    stochastic_vi(model, blocks, seed=0, batch_size=20, num_iters=3, progress=False)
+    assert len(passes) == 1
+    rows, cols, log_fact = blocks.totals()
+    r, c = data.margins()
+    assert torch.equal(rows, r) and torch.equal(cols, c)
+    assert log_fact == pytest.approx(float(data.log_factorial_sum()), rel=1e-14)
