@@ -19,13 +19,16 @@ __all__ = ["FitFailed", "check_finite_fit", "versions", "seed_value", "chain_see
 
 def versions() -> dict[str, str]:
     """Versions recorded in every result (Pyro's from its package metadata: importing Pyro costs 0.15 s, and a
-    closed-form fit does not otherwise need it)."""
+    closed-form fit does not otherwise need it), and which compiled loops (models._kernels) this process loaded."""
     import sys
     from importlib import metadata
 
+    from models import _kernels
+
     pyro = sys.modules.get("pyro")
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "pyro": pyro.__version__ if pyro is not None else metadata.version("pyro-ppl"), "numpy": np.__version__}
+            "pyro": pyro.__version__ if pyro is not None else metadata.version("pyro-ppl"), "numpy": np.__version__,
+            "kernels": _kernels.loaded()}
 
 
 def seed_value(seed: int | torch.Generator) -> int | str:

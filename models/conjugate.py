@@ -14,8 +14,9 @@ import numpy as np
 
 import torch
 
-__all__ = ["LOG_2PI", "gamma_posterior", "gamma_expectations", "gamma_kl", "gamma_log_pdf", "poisson_log_pmf",
-           "sample_gamma", "sample_gamma_draws", "gig_log_pdf", "sample_gig", "sample_categorical",
+__all__ = ["LOG_2PI", "gamma_posterior", "gamma_expectations", "digamma_lgamma", "gamma_kl", "gamma_log_pdf",
+           "gamma_log_pdf_sum", "poisson_log_pmf", "sample_gamma", "sample_gamma_draws", "gig_log_pdf", "sample_gig",
+           "sample_categorical",
            "sample_multinomial",
            "multinomial_log_pmf", "sample_dirichlet", "dirichlet_kl",
            "dirichlet_expected_log", "dirichlet_mode", "normal_gamma_kl", "mv_digamma", "wishart_expected_logdet",
@@ -52,6 +53,17 @@ def gamma_expectations(shape: torch.Tensor, rate: torch.Tensor) -> tuple[torch.T
     return shape / rate, torch.digamma(shape) - torch.log(rate)
 
 
+def digamma_lgamma(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(digamma(x), lgamma(x)) of Gamma shapes x > 0, any shape: in one compiled pass for float64 on the CPU
+    (models._kernels), else torch.digamma and torch.lgamma."""
+    from models import _kernels
+
+    if _kernels.usable(x):
+        dg, lg = _kernels.digamma_lgamma(x.numpy())
+        return torch.from_numpy(dg), torch.from_numpy(lg)
+    return torch.digamma(x), torch.lgamma(x)
+
+
 def gamma_kl(q_shape: torch.Tensor, q_rate: torch.Tensor, p_shape: float | torch.Tensor,
              p_rate: float | torch.Tensor, q_mean_log: torch.Tensor | None = None) -> torch.Tensor:
     """Elementwise KL(Ga(q_shape, q_rate) || Ga(p_shape, p_rate)).
@@ -73,6 +85,23 @@ def gamma_log_pdf(t: torch.Tensor, shape: float | torch.Tensor, rate: float | to
     rate = torch.as_tensor(rate, dtype=t.dtype, device=t.device)
     # the normaliser on the parameters' shape first: draws t (S, ...) of one q pay for S lgammas less
     return (shape * torch.log(rate) - torch.lgamma(shape)) + torch.xlogy(shape - 1, t) - rate * t  # 0 log 0 = 0 at shape 1
+
+
+def gamma_log_pdf_sum(t: torch.Tensor, shape: float | torch.Tensor, rate: float | torch.Tensor) -> torch.Tensor:
+    """sum_ik log Ga(t_ik; shape_ik, rate_ik) over the last two dimensions of draws t (..., n, K), shape and rate
+    broadcastable to (n, K) -> (...): gamma_log_pdf(t, shape, rate).sum((-2, -1)) with one temporary the size of t
+    (log t) instead of four, the terms in t and log t summed as matrix-vector products. (100 draws of LastFM's q are
+    12 million numbers a temporary: its fresh pages cost more than the arithmetic.)"""
+    n, K = t.shape[-2:]
+    shape = torch.as_tensor(shape, dtype=t.dtype, device=t.device)
+    rate = torch.as_tensor(rate, dtype=t.dtype, device=t.device)
+    normaliser = (shape * torch.log(rate) - torch.lgamma(shape)).expand(n, K).sum()  # (lgamma on the parameters)
+    flat = t.reshape(-1, n * K)
+    weight = (shape - 1).expand(n, K).reshape(-1)
+    log_term = torch.log(flat) @ weight
+    if not bool(torch.isfinite(log_term).all()):  # a draw at 0 (or below): xlogy's 0 log 0 = 0 where shape = 1
+        log_term = torch.xlogy(weight, flat).sum(-1)
+    return (normaliser + log_term - flat @ rate.expand(n, K).reshape(-1)).reshape(t.shape[:-2])
 
 
 def poisson_log_pmf(x: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:

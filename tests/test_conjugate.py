@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.distributions as td
 
-from models.conjugate import (gamma_expectations, gamma_kl, gamma_log_pdf, gamma_posterior, poisson_log_pmf,
-                              sample_gamma, sample_multinomial)
+from models.conjugate import (gamma_expectations, gamma_kl, gamma_log_pdf, gamma_log_pdf_sum, gamma_posterior,
+                              poisson_log_pmf, sample_gamma, sample_multinomial)
 
 
 def test_gamma_posterior_hand_worked():
@@ -39,6 +39,23 @@ def test_log_densities_match_torch():
                                                                    torch.tensor(0.4, dtype=torch.float64)).log_prob(t))
     x = torch.tensor([0.0, 3.0, 10.0], dtype=torch.float64)
     torch.testing.assert_close(poisson_log_pmf(x, t), td.Poisson(t).log_prob(x))
+
+
+def test_gamma_log_pdf_sum_equals_the_elementwise_sum():
+    """The draws' log density by matrix-vector products equals the summed elementwise densities of torch.distributions:
+    per-element and scalar parameters, a leading batch of draws, and a draw at 0 where the shape is 1 (0 log 0 = 0)."""
+    g = torch.Generator().manual_seed(3)
+    shape = 0.5 + 2 * torch.rand(6, 4, generator=g, dtype=torch.float64)
+    rate = 0.2 + torch.rand(6, 4, generator=g, dtype=torch.float64)
+    t = td.Gamma(shape, rate).sample((5, 3))  # (5, 3, 6, 4)
+    want = td.Gamma(shape, rate).log_prob(t).sum((-2, -1))
+    torch.testing.assert_close(gamma_log_pdf_sum(t, shape, rate), want, rtol=1e-13, atol=1e-10)
+    want = td.Gamma(torch.tensor(1.3, dtype=torch.float64), torch.tensor(0.7, dtype=torch.float64)).log_prob(t)
+    torch.testing.assert_close(gamma_log_pdf_sum(t, 1.3, 0.7), want.sum((-2, -1)), rtol=1e-13, atol=1e-10)
+    shape[0, 0], t[0, 0, 0, 0] = 1.0, 0.0
+    want = gamma_log_pdf(t, shape, rate).sum((-2, -1))
+    assert torch.isfinite(want).all()
+    torch.testing.assert_close(gamma_log_pdf_sum(t, shape, rate), want, rtol=1e-13, atol=1e-10)
 
 
 def test_multinomial_sampler_sums_and_means():

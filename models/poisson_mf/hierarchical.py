@@ -33,7 +33,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from models.conjugate import gamma_expectations, gamma_log_pdf, multinomial_log_pmf, sample_gamma, sample_multinomial
+from models.conjugate import (digamma_lgamma, gamma_expectations, gamma_log_pdf, multinomial_log_pmf, sample_gamma,
+                              sample_multinomial)
 from models.data import CountMatrix, as_count_matrix
 from models.poisson_mf.model import PoissonMF, _positive_finite, augmented_likelihood, sparse_likelihood
 from models.poisson_mf.vb import Allocation, PoissonMFVB, sampled_products
@@ -53,9 +54,10 @@ class HPFState(NamedTuple):
     delta: torch.Tensor
 
 
-def _gamma_entropy(shape: torch.Tensor, rate: torch.Tensor, digamma_shape: torch.Tensor) -> torch.Tensor:
+def _gamma_entropy(shape: torch.Tensor, rate: torch.Tensor, digamma_shape: torch.Tensor,
+                   lgamma_shape: torch.Tensor) -> torch.Tensor:
     """Elementwise entropy of Ga(shape, rate): a - log b + lgamma(a) + (1 - a) digamma(a)."""
-    return shape - torch.log(rate) + torch.lgamma(shape) + (1 - shape) * digamma_shape
+    return shape - torch.log(rate) + lgamma_shape + (1 - shape) * digamma_shape
 
 
 class HPFParams(NamedTuple):
@@ -165,6 +167,7 @@ class HierarchicalPoissonMF:
     predicted_rates = PoissonMF.predicted_rates
     z_conditional = PoissonMF.z_conditional
     allocate = PoissonMFVB.allocate
+    _allocate_shifted = PoissonMFVB._allocate_shifted
     _allocate_exact = staticmethod(PoissonMFVB._allocate_exact)
     invariant_dims = {"rate": ("cell",), "log_joint": ()}
 
@@ -376,7 +379,9 @@ class HierarchicalPoissonMF:
 
     def _elbo_terms(self, data: CountMatrix, q: HPFParams, alloc: Allocation) -> torch.Tensor:
         """eq. H7 from q and the allocation of q(z) (whose lambda is exp(phi) normalised)."""
-        dg = {s: torch.digamma(getattr(q, f"{s}_shape")) for s in HPFParams._SITES}
+        dg, lg = {}, {}
+        for s in HPFParams._SITES:
+            dg[s], lg[s] = digamma_lgamma(getattr(q, f"{s}_shape"))
         E = {s: getattr(q, f"{s}_shape") / getattr(q, f"{s}_rate") for s in HPFParams._SITES}
         El = {s: dg[s] - torch.log(getattr(q, f"{s}_rate")) for s in HPFParams._SITES}
         z_term = ((alloc.c_theta * (El["theta"] - q.phi_theta)).sum() + (alloc.c_eta * (El["eta"] - q.phi_eta)).sum()
@@ -387,7 +392,7 @@ class HierarchicalPoissonMF:
                               ("eta", "delta", self.a_eta, self.c_eta, self.d_eta)):
             prior = prior + (a * El[r][:, None] - math.lgamma(a) + (a - 1) * El[f] - E[r][:, None] * E[f]).sum()
             prior = prior + (c * math.log(d) - math.lgamma(c) + (c - 1) * El[r] - d * E[r]).sum()
-        entropy = sum(_gamma_entropy(getattr(q, f"{s}_shape"), getattr(q, f"{s}_rate"), dg[s]).sum()
+        entropy = sum(_gamma_entropy(getattr(q, f"{s}_shape"), getattr(q, f"{s}_rate"), dg[s], lg[s]).sum()
                       for s in HPFParams._SITES)
         return lik + prior + entropy
 

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from models.conjugate import (gamma_log_pdf, gamma_posterior, multinomial_log_pmf, poisson_log_pmf, sample_gamma,
+from models.conjugate import (gamma_log_pdf_sum, gamma_posterior, multinomial_log_pmf, poisson_log_pmf, sample_gamma,
                               sample_gig, sample_multinomial)
 from models.data import CountMatrix, as_count_matrix
 from models.poisson_mf.stochastic import PoissonMFStochastic
@@ -218,8 +218,7 @@ class PoissonMF(PoissonMFVB, PoissonMFStochastic):
             batch = theta.shape[:-2]
             flat_t, flat_e = theta.reshape(-1, *theta.shape[-2:]), eta.reshape(-1, *eta.shape[-2:])
             return torch.stack([self.log_joint(data, t, e) for t, e in zip(flat_t, flat_e)]).reshape(batch)
-        lp = gamma_log_pdf(theta, self.a_theta, self.b_theta).sum((-2, -1))
-        lp = lp + gamma_log_pdf(eta, self.a_eta, self.b_eta).sum((-2, -1))
+        lp = gamma_log_pdf_sum(theta, self.a_theta, self.b_theta) + gamma_log_pdf_sum(eta, self.a_eta, self.b_eta)
         if theta.dim() == 2 and not (theta.requires_grad or eta.requires_grad):
             rate_nz = sampled_products(data, theta, eta)
         else:

@@ -13,8 +13,9 @@ from typing import Any, NamedTuple
 
 import torch
 
-from models.conjugate import (gamma_expectations, gamma_kl, gamma_log_pdf, multinomial_log_pmf, sample_gamma_draws,
-                              sample_multinomial)
+from models import _kernels
+from models.conjugate import (gamma_expectations, gamma_kl, gamma_log_pdf_sum, multinomial_log_pmf,
+                              sample_gamma_draws, sample_multinomial)
 from models.data import CountMatrix
 from models.protocol import Conditional
 
@@ -54,8 +55,8 @@ class PoissonMFParams(NamedTuple):
 
     def log_prob(self, draws: dict[str, torch.Tensor]) -> torch.Tensor:
         """log q(theta, eta) of draws (S, ...) -> (S,) (for PSIS importance weights p / q)."""
-        return (gamma_log_pdf(torch.as_tensor(draws["theta"]), self.theta_shape, self.theta_rate).sum((-1, -2))
-                + gamma_log_pdf(torch.as_tensor(draws["eta"]), self.eta_shape, self.eta_rate).sum((-1, -2)))
+        return (gamma_log_pdf_sum(torch.as_tensor(draws["theta"]), self.theta_shape, self.theta_rate)
+                + gamma_log_pdf_sum(torch.as_tensor(draws["eta"]), self.eta_shape, self.eta_rate))
 
     def to_guide(self) -> dict[str, torch.Tensor]:
         """The Pyro guide's parameters: the Gamma shapes and rates (q(z) is not part of the guide: the Pyro model
@@ -105,16 +106,31 @@ def sampled_products(data: CountMatrix, A: torch.Tensor, B: torch.Tensor) -> tor
     return torch.sparse.sampled_addmm(pattern, A, B.T, beta=0.0).values()
 
 
-def _gamma_kl_sum(shape: torch.Tensor, rate1: torch.Tensor, digamma_shape: torch.Tensor, a: float, b: float
-                  ) -> torch.Tensor:
-    """sum_nk KL(Ga(shape_nk, rate_k) || Ga(a, b)) for q's whose rate is shared by each column: shape (..., n, K),
-    rate1 (..., 1, K), digamma_shape = digamma(shape). The elementwise KL (models.conjugate.gamma_kl)
-    (a_q - a) digamma(a_q) - lgamma(a_q) + lgamma(a) + a (log b_q - log b) + a_q (b - b_q) / b_q, with the terms in
-    b_q summed per column."""
-    n = shape.shape[-2]
+def _gamma_log_block(shape: torch.Tensor, rate1: torch.Tensor, a: float, b: float
+                     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """What a sweep needs of q(t_nk) = Ga(shape_nk, rate_k), rates shared by each column: shape (n, K), rate1 (1, K).
+
+    Returns:
+        E[log t] = digamma(shape) - log(rate) (n, K); (exp(E[log t] - shift), shift) with shift_i = max_k E[log t_ik]
+        (the allocation's shifted exponentials); and sum_ik KL(Ga(shape_ik, rate_k) || Ga(a, b)), the elementwise KL
+        (models.conjugate.gamma_kl) (a_q - a) digamma(a_q) - lgamma(a_q) + lgamma(a) + a (log b_q - log b)
+        + a_q (b - b_q) / b_q with the terms in b_q summed per column.
+    """
+    n, K = shape.shape
+    log_rate1 = torch.log(rate1)
+    if _kernels.usable(shape, rate1):  # one compiled pass: digamma, lgamma, the row maxima and exponentials
+        El, A, shift, kl_rows = _kernels.gamma_log_block(shape.numpy(), log_rate1.reshape(-1).numpy(), a)
+        El, A, shift, kl_shape = torch.from_numpy(El), torch.from_numpy(A), torch.from_numpy(shift), kl_rows.sum()
+    else:
+        dg = torch.digamma(shape)
+        El = dg - log_rate1
+        shift = El.max(-1).values
+        A = torch.exp(El - shift[:, None])
+        kl_shape = ((shape - a) * dg).sum() - torch.lgamma(shape).sum()
     col = shape.sum(-2, keepdim=True)
-    return (((shape - a) * digamma_shape).sum() - torch.lgamma(shape).sum() + n * shape.shape[-1] * math.lgamma(a)
-            + (a * n * (torch.log(rate1) - math.log(b)) + col * (b - rate1) / rate1).sum())
+    kl = (kl_shape + n * K * math.lgamma(a)
+          + (a * n * (log_rate1 - math.log(b)) + col * (b - rate1) / rate1).sum())
+    return El, (A, shift), kl
 
 
 class PoissonMFVB:
@@ -134,21 +150,39 @@ class PoissonMFVB:
         (explicit lambda on the nonzeros) is used instead; ``exact=True`` forces it (it is differentiable
         by autograd, which the derivation checks use; it is chosen whenever a phi requires a gradient).
         """
-        N, M = data.shape
         if exact or phi_theta.requires_grad or phi_eta.requires_grad:
             return self._allocate_exact(data, phi_theta, phi_eta)
-        s = data.csr_structure()
         shift_t = phi_theta.max(-1).values
         shift_e = phi_eta.max(-1).values
         A_t = torch.exp(phi_theta - shift_t[:, None])
         A_e = torch.exp(phi_eta - shift_e[:, None])
+        return self._allocate_shifted(data, phi_theta, phi_eta, (A_t, shift_t), (A_e, shift_e))
+
+    def _allocate_shifted(self, data: CountMatrix, phi_theta: torch.Tensor, phi_eta: torch.Tensor,
+                          exp_theta: tuple[torch.Tensor, torch.Tensor], exp_eta: tuple[torch.Tensor, torch.Tensor]
+                          ) -> Allocation:
+        """The fast path of :meth:`allocate`, given exp_theta = (A_theta, shift_theta) with A_theta_nk =
+        exp(phi_theta_nk - shift_theta_n), shift_theta = rowmax(phi_theta) (N,), and exp_eta likewise."""
+        if phi_theta.requires_grad or phi_eta.requires_grad:
+            return self._allocate_exact(data, phi_theta, phi_eta)
+        (A_t, shift_t), (A_e, shift_e) = exp_theta, exp_eta
+        N, M = data.shape
+        s = data.csr_structure()
+        row_total, col_total = data.margins()
+        if _kernels.usable(A_t, A_e, data.values):  # the same products, one compiled pass over rows, one over columns
+            c_t, c_e, x_log_s, min_s = _kernels.sparse_allocation(
+                s["crow"].numpy(), data.cols.numpy(), s["ccol"].numpy(), s["rows_t"].numpy(),
+                s["perm"].numpy(), data.values.numpy(), A_t.numpy(), A_e.numpy())
+            if min_s > _FAST_PATH_MIN_NORM:
+                x_log_norm = torch.tensor(x_log_s, dtype=A_t.dtype) + shift_t @ row_total + shift_e @ col_total
+                return Allocation(torch.from_numpy(c_t), torch.from_numpy(c_e), x_log_norm)
+            return self._allocate_exact(data, phi_theta, phi_eta)
         norm = sampled_products(data, A_t, A_e)
         if bool((norm > _FAST_PATH_MIN_NORM).all()):
             ratio = data.values / norm
             c_theta = A_t * (torch.sparse_csr_tensor(s["crow"], data.cols, ratio, (N, M)) @ A_e)
             c_eta = A_e * (torch.sparse_csr_tensor(s["ccol"], s["rows_t"], ratio[s["perm"]], (M, N)) @ A_t)
             # sum_nm x_nm (log S'_nm + shift_n + shift_m), the shifts summed through the margins of x
-            row_total, col_total = data.margins()
             x_log_norm = data.values @ torch.log(norm) + shift_t @ row_total + shift_e @ col_total
             return Allocation(c_theta, c_eta, x_log_norm)
         return self._allocate_exact(data, phi_theta, phi_eta)
@@ -279,25 +313,21 @@ class PoissonMFVB:
         ts, tr = self.theta_conditional(alloc.c_theta, E_e)                                  # eq. 3
         # the rate of eq. 3 is b_theta + sum_m E[eta_mk], the same for every row: log and ratios per factor (1, K)
         tr1 = tr[..., :1, :]
-        dg_t = torch.digamma(ts)
-        El_t = dg_t - torch.log(tr1)
+        El_t, exp_t, kl_t = _gamma_log_block(ts, tr1, self.a_theta, self.b_theta)
         sum_E_t = ts.sum(-2, keepdim=True) / tr1                                              # sum_n E[theta_nk]
         es, er = self.eta_conditional(alloc.c_eta, sum_E_t)                                   # eq. 4
         er1 = er[..., :1, :]
-        dg_e = torch.digamma(es)
-        El_e = dg_e - torch.log(er1)
+        El_e, exp_e, kl_e = _gamma_log_block(es, er1, self.a_eta, self.b_eta)
         sum_E_e = es.sum(-2, keepdim=True) / er1
         new = PoissonMFParams(ts, tr, es, er, El_t, El_e)
         if elbo_at == "after_eta":
             E = (ts / tr1, El_t, es / er1, El_e)
             elbo = self._elbo_terms(data, new._replace(phi_theta=p.phi_theta, phi_eta=p.phi_eta), alloc, E)
-        new_alloc = self.allocate(data, El_t, El_e)                                          # eq. 5
+        new_alloc = self._allocate_shifted(data, El_t, El_e, exp_t, exp_e)                   # eq. 5
         if elbo_at == "after_z":
             # eq. 6 at phi = E[log theta], E[log eta]: the terms sum E[z] (E[log theta] - phi) vanish; the rest by
             # factor sums, since each rate is shared by its column
-            elbo = (new_alloc.x_log_norm - (sum_E_t * sum_E_e).sum() - data.log_factorial_sum()
-                    - _gamma_kl_sum(ts, tr1, dg_t, self.a_theta, self.b_theta)
-                    - _gamma_kl_sum(es, er1, dg_e, self.a_eta, self.b_eta))
+            elbo = new_alloc.x_log_norm - (sum_E_t * sum_E_e).sum() - data.log_factorial_sum() - kl_t - kl_e
         return CaviState(new, new_alloc), elbo
 
     def objective_attrs(self, data: CountMatrix, elbo: float) -> dict[str, float]:

@@ -25,6 +25,8 @@ CONJ = "models/conjugate.py"
 MIX = "models/mixture/"
 GRID = "models/grid/"
 COURSE = "models/course/gmm.py"
+KERN_C = "models/_kernels.c"
+KERN = "models/_kernels.py"
 
 MUTANTS: list[Mutant] = [
     # ---- Poisson MF ------------------------------------------------------------------------------------------
@@ -220,7 +222,7 @@ MUTANTS: list[Mutant] = [
            "Gibbs keeps the warm-up sweeps",
            ("tests/test_sweep_replay.py", "tests/test_poisson_mf_samplers.py", "tests/test_gaussian_mf_samplers.py")),
     Mutant("pmf-cavi-kl-rate-term-once-per-factor", PMF + "vb.py",
-           "+ (a * n * (torch.log(rate1) - math.log(b))", "+ (a * (torch.log(rate1) - math.log(b))",
+           "+ (a * n * (log_rate1 - math.log(b))", "+ (a * (log_rate1 - math.log(b))",
            "the sweep's ELBO counts the KL's shared-rate term a (log b_q - log b) once per factor, not once per row",
            ("tests/test_poisson_mf_derivations.py",)),
     Mutant("pmf-cavi-eta-rate-from-mean-theta", PMF + "vb.py",
@@ -318,4 +320,33 @@ MUTANTS: list[Mutant] = [
            "for s in HPFParams._SITES)\n        return lik + prior + entropy",
            "for s in HPFParams._SITES[:3])\n        return lik + prior + entropy",
            "the ELBO loses the entropy of q(delta) (eq. H7)", ("tests/test_hpf.py", "tests/test_checks.py")),
+    # ---- the compiled loops (models/_kernels.c, models/_kernels.py) ------------------------------------------
+    Mutant("kern-digamma-series-coefficient", KERN_C, "(1.0 / 120 - r2", "(1.0 / 121 - r2",
+           "a Bernoulli coefficient of Stirling's series for digamma off (B_4 / 4 = 1/120)",
+           ("tests/test_kernels.py",)),
+    Mutant("kern-recurrence-derivative", KERN_C, "dpi = dpi * zi + pi;", "dpi = dpi * zi + 1.0;",
+           "the derivative of the recurrence's product p' (p x)' = p' x + p loses its p (digamma's shift)",
+           ("tests/test_kernels.py",)),
+    Mutant("kern-lgamma-drops-log-p", KERN_C,
+           "double lg = stirling_lgamma(z[o + k], log_z[o + k]) - log_p[o + k];",
+           "double lg = stirling_lgamma(z[o + k], log_z[o + k]);",
+           "the sweep's lgamma forgets to move back down the recurrence (lgamma(x) = lgamma(x + 8) - log p)",
+           ("tests/test_kernels.py",)),
+    Mutant("kern-cols-ratio-in-row-order", KERN_C, "double r = ratio[perm[j]];", "double r = ratio[j];",
+           "the column pass reads the ratios x / S in row-major order instead of through the permutation",
+           ("tests/test_kernels.py",)),
+    Mutant("kern-rows-without-A", KERN_C, "            c_n[k] *= A_n[k];", "            c_n[k] *= 1.0;",
+           "the row pass forgets the factor A_n of sum_m x_nm lambda_nmk = A_nk sum_m (x_nm / S_nm) B_mk",
+           ("tests/test_kernels.py",)),
+    Mutant("kern-x-log-s-unweighted", KERN, "float(np.sum(x * np.log(S)))", "float(np.sum(np.log(S)))",
+           "the allocation's sum_nm x_nm log S_nm loses the counts", ("tests/test_kernels.py",)),
+    Mutant("kern-scratch-returned", KERN, "return El.copy(), np.exp(El_shifted)", "return El, np.exp(El_shifted)",
+           "E[log t] is returned as a view of the thread's scratch memory, which the next call overwrites",
+           ("tests/test_kernels.py",)),
+    Mutant("kern-threads-after-fork", KERN, "return 1 if _forked else", "return 1 if False else",
+           "a forked child starts OpenMP threads its parent's runtime started (GNU OpenMP hangs it)",
+           ("tests/test_kernels.py",)),
+    Mutant("conj-gamma-log-pdf-sum-power", CONJ, "weight = (shape - 1).reshape(-1)", "weight = shape.reshape(-1)",
+           "the draws' summed Gamma log density takes t^a for t^(a - 1) (log q of PSIS, the log joint's prior)",
+           ("tests/test_conjugate.py", "tests/test_poisson_mf_derivations.py")),
 ]
