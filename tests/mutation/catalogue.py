@@ -346,7 +346,7 @@ MUTANTS: list[Mutant] = [
     Mutant("kern-threads-after-fork", KERN, "return 1 if _forked else", "return 1 if False else",
            "a forked child starts OpenMP threads its parent's runtime started (GNU OpenMP hangs it)",
            ("tests/test_kernels.py",)),
-    Mutant("conj-gamma-log-pdf-sum-power", CONJ, "weight = (shape - 1).reshape(-1)", "weight = shape.reshape(-1)",
+    Mutant("conj-gamma-log-pdf-sum-power", CONJ, "weight = (shape - 1).expand(n, K)", "weight = shape.expand(n, K)",
            "the draws' summed Gamma log density takes t^a for t^(a - 1) (log q of PSIS, the log joint's prior)",
            ("tests/test_conjugate.py", "tests/test_poisson_mf_derivations.py")),
 ]
