@@ -106,9 +106,10 @@ def sampled_products(data: CountMatrix, A: torch.Tensor, B: torch.Tensor) -> tor
     return torch.sparse.sampled_addmm(pattern, A, B.T, beta=0.0).values()
 
 
-def _gamma_log_block(shape: torch.Tensor, rate1: torch.Tensor, a: float, b: float
+def _gamma_log_block(shape: torch.Tensor, rate1: torch.Tensor, col: torch.Tensor, a: float, b: float
                      ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """What a sweep needs of q(t_nk) = Ga(shape_nk, rate_k), rates shared by each column: shape (n, K), rate1 (1, K).
+    """What a sweep needs of q(t_nk) = Ga(shape_nk, rate_k), rates shared by each column: shape (n, K), rate1 (1, K),
+    col = shape.sum(-2, keepdim=True) (1, K) (the sweep has it already).
 
     Returns:
         E[log t] = digamma(shape) - log(rate) (n, K); (exp(E[log t] - shift), shift) with shift_i = max_k E[log t_ik]
@@ -127,7 +128,6 @@ def _gamma_log_block(shape: torch.Tensor, rate1: torch.Tensor, a: float, b: floa
         shift = El.max(-1).values
         A = torch.exp(El - shift[:, None])
         kl_shape = ((shape - a) * dg).sum() - torch.lgamma(shape).sum()
-    col = shape.sum(-2, keepdim=True)
     kl = (kl_shape + n * K * math.lgamma(a)
           + (a * n * (log_rate1 - math.log(b)) + col * (b - rate1) / rate1).sum())
     return El, (A, shift), kl
@@ -312,13 +312,13 @@ class PoissonMFVB:
         E_e = p.eta_shape / p.eta_rate
         ts, tr = self.theta_conditional(alloc.c_theta, E_e)                                  # eq. 3
         # the rate of eq. 3 is b_theta + sum_m E[eta_mk], the same for every row: log and ratios per factor (1, K)
-        tr1 = tr[..., :1, :]
-        El_t, exp_t, kl_t = _gamma_log_block(ts, tr1, self.a_theta, self.b_theta)
-        sum_E_t = ts.sum(-2, keepdim=True) / tr1                                              # sum_n E[theta_nk]
+        tr1, col_t = tr[..., :1, :], ts.sum(-2, keepdim=True)
+        El_t, exp_t, kl_t = _gamma_log_block(ts, tr1, col_t, self.a_theta, self.b_theta)
+        sum_E_t = col_t / tr1                                                                 # sum_n E[theta_nk]
         es, er = self.eta_conditional(alloc.c_eta, sum_E_t)                                   # eq. 4
-        er1 = er[..., :1, :]
-        El_e, exp_e, kl_e = _gamma_log_block(es, er1, self.a_eta, self.b_eta)
-        sum_E_e = es.sum(-2, keepdim=True) / er1
+        er1, col_e = er[..., :1, :], es.sum(-2, keepdim=True)
+        El_e, exp_e, kl_e = _gamma_log_block(es, er1, col_e, self.a_eta, self.b_eta)
+        sum_E_e = col_e / er1
         new = PoissonMFParams(ts, tr, es, er, El_t, El_e)
         if elbo_at == "after_eta":
             E = (ts / tr1, El_t, es / er1, El_e)

@@ -226,7 +226,7 @@ MUTANTS: list[Mutant] = [
            "the sweep's ELBO counts the KL's shared-rate term a (log b_q - log b) once per factor, not once per row",
            ("tests/test_poisson_mf_derivations.py",)),
     Mutant("pmf-cavi-eta-rate-from-mean-theta", PMF + "vb.py",
-           "sum_E_t = ts.sum(-2, keepdim=True) / tr1", "sum_E_t = ts.mean(-2, keepdim=True) / tr1",
+           "sum_E_t = col_t / tr1 ", "sum_E_t = col_t / tr1 / ts.shape[-2] ",
            "the eta update's rate uses the mean over rows of E[theta_nk] instead of the sum (eq. 4)",
            ("tests/test_poisson_mf_derivations.py",)),
     Mutant("pmf-stochastic-unscaled-batch", PMF + "stochastic.py",
