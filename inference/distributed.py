@@ -28,7 +28,31 @@ from inference.assemble import check_positive_int, check_seed, variational_resul
 from inference.results import InferenceResult
 from models.conjugate import gamma_expectations, gamma_kl
 
-__all__ = ["fit_cavi_distributed"]
+__all__ = ["fit_cavi_distributed", "connect"]
+
+
+def connect(address: str, *, timeout: str = "20s", attempts: int = 3) -> Any:
+    """A dask.distributed Client on the scheduler at ``address`` (tcp://HOST:PORT).
+
+    distributed's handshake asserts that the scheduler's first message is its greeting alone. A message the
+    scheduler sends to every client at that moment (another client's "cancelled-keys") can be batched with the
+    greeting and fail that assert (seen in distributed 2026.8 on CI), so the handshake is tried ``attempts`` times.
+
+    Raises:
+        ValueError: no scheduler answers at ``address``.
+        RuntimeError: every handshake met that race.
+    """
+    from distributed import Client
+
+    for _ in range(attempts):
+        try:
+            return Client(address, timeout=timeout)
+        except OSError as exc:
+            raise ValueError(f"scheduler: could not connect to {address} ({exc})") from exc
+        except AssertionError:
+            continue  # the greeting came batched with a broadcast: connect again
+    raise RuntimeError(f"scheduler: {attempts} handshakes with {address} each received the scheduler's greeting "
+                       "batched with another message (a race in distributed's Client); try again")
 
 
 def _block_round(block: Any, theta: tuple[torch.Tensor, torch.Tensor], El_e: torch.Tensor, E_e_sum: torch.Tensor,
@@ -97,7 +121,7 @@ def fit_cavi_distributed(model: Any, data: Any, *, seed: int, num_iters: int = 1
                                    dashboard_address=None)
         client = Client(own_cluster)
     elif isinstance(scheduler, str):
-        client = Client(scheduler, timeout="20s")
+        client = connect(scheduler)
     else:
         client = scheduler
     try:

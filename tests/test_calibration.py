@@ -193,6 +193,9 @@ def test_local_processes_and_a_real_dask_local_cluster_give_identical_results(tm
             Client(cluster) as client:
         dask = run_sweep(sbc_replication, tasks, executor=get_executor(client), progress=False,
                          out=tmp_path / "dask")
+        # a finished sweep cancels nothing: the scheduler would tell every client, and a client connecting then
+        # fails distributed's handshake (this test's next line did, on CI)
+        assert [e for _, e in client.get_events(client.id) if e.get("action") == "cancel"] == []
         by_address = get_executor(cluster.scheduler_address)  # the --scheduler tcp://HOST:PORT path
         try:
             dask2 = run_sweep(sbc_replication, tasks, executor=by_address, progress=False)
@@ -222,6 +225,66 @@ def test_sweep_resumes_and_loses_no_finished_work(tmp_path):
     assert calls == [3, 4]  # the finished replications are not rerun
     assert out == {f"t{i}": {"x2": i * i} for i in range(5)}
     assert not list(tmp_path.glob(".*"))  # no temporary files left
+
+
+def test_connecting_retries_a_handshake_that_met_a_broadcast(monkeypatch):
+    import distributed
+
+    from inference.distributed import connect
+
+    calls = []
+
+    class FlakyClient:  # distributed's Client whose first handshakes receive the greeting batched with a broadcast
+        def __init__(self, address, timeout):
+            calls.append(address)
+            if len(calls) < 3:
+                raise AssertionError
+            self.scheduler = type("Rpc", (), {"address": address})()
+
+    monkeypatch.setattr(distributed, "Client", FlakyClient)
+    executor = get_executor("tcp://127.0.0.1:1")
+    assert isinstance(executor.client, FlakyClient) and calls == ["tcp://127.0.0.1:1"] * 3
+    calls.clear()
+    with pytest.raises(RuntimeError, match="2 handshakes with tcp://127.0.0.1:1"):
+        connect("tcp://127.0.0.1:1", attempts=2)
+
+    class DeadClient:
+        def __init__(self, address, timeout):
+            raise OSError("Timed out trying to connect")
+
+    monkeypatch.setattr(distributed, "Client", DeadClient)
+    with pytest.raises(ValueError, match="could not connect to tcp://127.0.0.1:1"):
+        get_executor("tcp://127.0.0.1:1")
+
+
+def _square_or_wait(x: int) -> dict:
+    """Task 0 fails at once; the others square x, task 3 after waiting (still running when task 0 fails)."""
+    import time
+
+    if x == 0:
+        raise RuntimeError("task 0 failed")
+    if x == 3:
+        time.sleep(2.0)
+    return {"x2": x * x}
+
+
+def test_a_dask_sweep_cancels_only_unfinished_tasks():
+    """A finished sweep cancels nothing (the scheduler would tell every client, and one connecting then fails
+    distributed's handshake); a sweep stopped by a failure cancels what is still running. In-process cluster."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        def cancelled():  # a task sent after the sweep arrives after any cancellation the sweep sent: in order
+            assert client.submit(_square_or_wait, 5, pure=False).result() == {"x2": 25}
+            return sum(e["count"] for _, e in client.get_events(client.id) if e.get("action") == "cancel")
+
+        executor = get_executor(client)
+        out = run_sweep(_square_or_wait, {f"t{i}": {"x": i} for i in (1, 2)}, executor=executor, progress=False)
+        assert out == {"t1": {"x2": 1}, "t2": {"x2": 4}} and cancelled() == 0
+        with pytest.raises(RuntimeError, match="task 0 failed"):
+            run_sweep(_square_or_wait, {"t0": {"x": 0}, "t3": {"x": 3}}, executor=executor, progress=False)
+        assert cancelled() == 1
 
 
 def test_executor_and_sbc_argument_errors():

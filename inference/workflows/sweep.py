@@ -125,8 +125,11 @@ class DaskExecutor:
             for fut in dask_as_completed(list(futures)):
                 yield futures[fut], fut.result()
         finally:
-            for fut in futures:
-                fut.cancel()
+            # only the unfinished ones (an early exit): the scheduler tells every client of a cancellation, and
+            # a client connecting at that moment fails distributed's handshake (see inference.distributed.connect)
+            pending = [fut for fut in futures if not fut.done()]
+            if pending:
+                self.client.cancel(pending)
 
     def close(self) -> None:
         if self._owns:
@@ -144,13 +147,9 @@ def get_executor(scheduler: Any = None, workers: int | None = None):
     if isinstance(scheduler, str):
         if "://" not in scheduler:
             raise ValueError(f"scheduler must be 'local', 'serial' or an address like tcp://HOST:PORT, got {scheduler!r}")
-        from distributed import Client
+        from inference.distributed import connect
 
-        try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as exc:
-            raise ValueError(f"scheduler: could not connect to {scheduler} ({exc})") from exc
-        return DaskExecutor(client, owns_client=True)
+        return DaskExecutor(connect(scheduler), owns_client=True)
     if hasattr(scheduler, "submit") and hasattr(scheduler, "scheduler"):
         return DaskExecutor(scheduler)
     raise ValueError(f"scheduler must be None, 'local', 'serial', an address or a dask Client, got {scheduler!r}")

@@ -349,4 +349,9 @@ MUTANTS: list[Mutant] = [
     Mutant("conj-gamma-log-pdf-sum-power", CONJ, "weight = (shape - 1).expand(n, K)", "weight = shape.expand(n, K)",
            "the draws' summed Gamma log density takes t^a for t^(a - 1) (log q of PSIS, the log joint's prior)",
            ("tests/test_conjugate.py", "tests/test_poisson_mf_derivations.py")),
+    # ---- sweeps on a cluster ---------------------------------------------------------------------------------
+    Mutant("sweep-dask-cancels-finished", "inference/workflows/sweep.py",
+           "pending = [fut for fut in futures if not fut.done()]", "pending = list(futures)",
+           "a finished Dask sweep cancels its finished tasks: the scheduler tells every client, and a client "
+           "connecting at that moment fails distributed's handshake", ("tests/test_calibration.py",)),
 ]
