@@ -13,6 +13,9 @@ are hidden from the fit); the score is the Poisson log-likelihood per held-out c
 
 Methods, each in its own process (so that each has its own peak memory):
     cavi        fit_cavi's sweeps (in memory)
+    fit         (with --methods fit) the whole fit_cavi call: the sweeps, then --samples draws from q (default 100)
+                with their invariant quantities, PSIS k-hat and the result; fit_cavi refuses draws that would not fit
+                in memory before its first sweep, and the row says so
     stochastic  stochastic VI (inference/stochastic.py) on the counts memory-mapped from disk, batches of 1% of the
                 rows, rho_t = (1 + t)^-0.5, 5 local iterations; "per sweep" = per epoch (every row once)
     hpfrec      hpfrec's HPF (Gopalan et al.'s hierarchical model, its own CAVI), when --hpfrec names a Python with it
@@ -76,19 +79,26 @@ def _peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
 
 
-def run_cavi(data_file: str, sweeps: int) -> dict:
+def _load(data_file: str) -> tuple:
+    """(the model, the training counts as a CountMatrix, the held-out cells (rows, cols, counts)); threads: all."""
     import scipy.sparse
     import torch
 
     from models import PoissonMF, as_count_matrix
-    from models.conjugate import gamma_expectations
 
     torch.set_num_threads(os.cpu_count() or 1)
     d = np.load(data_file)
     N, M = int(d["N"]), int(d["M"])
     X = as_count_matrix(scipy.sparse.csr_matrix((d["x"], (d["r"], d["c"])), shape=(N, M)), name="synthetic")
-    test = (d["tr"], d["tc"], d["tx"])
-    model = PoissonMF(K=K, a_theta=0.3, b_theta=0.3, a_eta=0.3, b_eta=0.3)
+    return PoissonMF(K=K, a_theta=0.3, b_theta=0.3, a_eta=0.3, b_eta=0.3), X, (d["tr"], d["tc"], d["tx"])
+
+
+def run_cavi(data_file: str, sweeps: int) -> dict:
+    import torch
+
+    from models.conjugate import gamma_expectations
+
+    model, X, test = _load(data_file)
     data = model.prepare(X)
     state = model.cavi_init(data, torch.Generator().manual_seed(0))
     points, times = [], []
@@ -100,6 +110,24 @@ def run_cavi(data_file: str, sweeps: int) -> dict:
         E_t, E_e = gamma_expectations(p.theta_shape, p.theta_rate)[0], gamma_expectations(p.eta_shape, p.eta_rate)[0]
         points.append((sum(times), heldout(E_t.numpy(), E_e.numpy(), test)))  # wall time of the sweeps only
     return {"per_sweep": float(np.median(times)), "peak_gib": _peak_gib(), "curve": points, "elbo": float(elbo)}
+
+
+def run_fit(data_file: str, sweeps: int, samples: int) -> dict:
+    """The whole fit_cavi call: the sweeps, then ``samples`` draws from q with their invariant quantities, log q
+    (PSIS k-hat) and the result. "curve": the held-out score at the end against the call's wall time."""
+    from inference import fit_cavi
+
+    model, X, test = _load(data_file)
+    t0 = time.perf_counter()
+    try:
+        res = fit_cavi(model, X, seed=0, num_iters=sweeps, num_samples=samples, progress=False)
+    except ValueError as exc:  # draws that would not fit in memory are refused before the sweeps
+        return {"error": f"refused after {time.perf_counter() - t0:.1f} s: {str(exc).split(';')[0]}"}
+    wall = time.perf_counter() - t0
+    per_sweep = float(np.median(np.diff(np.asarray(res.trace["seconds"]))))  # (cumulative seconds, 0 at the start)
+    E_t, E_e = (np.asarray(res.point[k]) for k in ("theta", "eta"))
+    return {"per_sweep": per_sweep, "peak_gib": _peak_gib(), "curve": [(wall, heldout(E_t, E_e, test))],
+            "elbo": float(res.trace["objective"][-1])}
 
 
 def run_stochastic(data_file: str, sweeps: int, folder: str) -> dict:
@@ -179,10 +207,12 @@ print(json.dumps({"per_sweep": wall / sweeps, "peak_gib": resource.getrusage(res
 """
 
 
-def _child(method: str, data_file: str, sweeps: int, folder: str, out) -> None:
+def _child(method: str, data_file: str, sweeps: int, folder: str, out, samples: int = 100) -> None:
     try:
         if method == "parquet":  # (the file is written by another process: its memory is not the conversion's)
             res = run_parquet(data_file, folder)
+        elif method == "fit":
+            res = run_fit(data_file, sweeps, samples)
         else:
             res = run_cavi(data_file, sweeps) if method == "cavi" else run_stochastic(data_file, sweeps, folder)
         out.put(res)
@@ -193,9 +223,13 @@ def _child(method: str, data_file: str, sweeps: int, folder: str, out) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nnz", type=float, nargs="+", default=[1e6, 1e7])
-    ap.add_argument("--methods", nargs="+", default=["cavi", "stochastic"], choices=["cavi", "stochastic", "parquet"],
+    ap.add_argument("--methods", nargs="+", default=["cavi", "stochastic"],
+                    choices=["cavi", "stochastic", "parquet", "fit"],
                     help="parquet: the counts written as a shuffled long-format Parquet file, converted to "
-                         "memory-mapped CSR by RowBlocks.from_parquet (time and peak memory of the conversion)")
+                         "memory-mapped CSR by RowBlocks.from_parquet (time and peak memory of the conversion); "
+                         "fit: the whole fit_cavi call, draws from q and result included (its held-out score "
+                         "is against the call's wall time)")
+    ap.add_argument("--samples", type=int, default=100, help="fit: draws from q (fit_cavi's num_samples)")
     ap.add_argument("--sweeps", type=int, default=10, help="sweeps (CAVI) or epochs (stochastic) per method")
     ap.add_argument("--hpfrec", default=None, help="a Python interpreter with hpfrec installed")
     ap.add_argument("--workdir", default=None, help="folder for the data and the on-disk counts (default: a temp)")
@@ -231,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                     writer.start()
                     writer.join()
                 q = ctx.Queue()
-                p = ctx.Process(target=_child, args=(method, source, args.sweeps, folder, q))
+                p = ctx.Process(target=_child, args=(method, source, args.sweeps, folder, q, args.samples))
                 p.start()
                 p.join()
                 res = q.get() if not q.empty() else {"error": f"the process ended with status {p.exitcode}"}

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from inference.assemble import check_positive_int, variational_result
+from inference.assemble import check_draws_memory, check_positive_int, variational_result
 from inference.driver import resolve_seed, run_loop
 from inference.results import InferenceResult
 from models.protocol import CAVI, Invariants, Model, require
@@ -80,6 +80,7 @@ def fit_cavi(model: Any, data: Any, *, seed: int | torch.Generator, num_iters: i
     else:
         state = model.cavi_init(data, generator, **opts)
         elbo0 = float(model.cavi_initial_elbo(data, state, **opts))
+    check_draws_memory(state.params, num_samples)  # before the sweeps, so that no fit is lost to the draws
     monitored: dict[str, list[float]] = {}
     eval_seconds = [0.0]
 

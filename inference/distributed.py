@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inference.assemble import check_positive_int, check_seed, variational_result
+from inference.assemble import check_draws_memory, check_positive_int, check_seed, variational_result
 from inference.results import InferenceResult
 from models.conjugate import gamma_expectations, gamma_kl
 
@@ -143,6 +143,7 @@ def _run(model, data, client, seed, num_iters, num_blocks, num_samples, progress
     row_total = torch.zeros(N, dtype=data.dtype).index_add(0, data.rows, data.values)
     col_total = torch.zeros(M, dtype=data.dtype).index_add(0, data.cols, data.values)
     q0 = model.initial_q(row_total, col_total, generator)                    # fit_cavi's default start
+    check_draws_memory(q0, num_samples)
     blocks = _row_blocks(data, num_blocks)
     block_futures = [client.scatter(blk, hash=False) for _, _, blk in blocks]
     thetas = [client.scatter((q0.theta_shape[a:b].contiguous(), q0.theta_rate[a:b].contiguous()), hash=False)

@@ -110,6 +110,24 @@ def csr_index(rows: torch.Tensor, cols: torch.Tensor, shape: tuple[int, int]) ->
     return {"crow": crow, "ccol": ccol, "perm": perm, "rows_t": rows[perm].contiguous()}
 
 
+PERMUTATION_MAX = 2**24
+
+
+def sample_indices(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """``min(k, n)`` distinct indices from range(n), uniformly, in O(k) memory and time for large n.
+
+    Up to PERMUTATION_MAX the first k of ``torch.randperm(n)`` (as earlier versions drew them, so tracked cells
+    stay the same); above it, uniform draws with the repeats dropped in order of first appearance (a full
+    permutation of N x M cells at scale would take gigabytes)."""
+    k = min(int(k), int(n))
+    if n <= PERMUTATION_MAX:
+        return torch.randperm(n, generator=generator)[:k]
+    picked: dict[int, None] = {}
+    while len(picked) < k:
+        picked.update(dict.fromkeys(torch.randint(n, (k - len(picked),), generator=generator).tolist()))
+    return torch.tensor(list(picked), dtype=torch.int64)
+
+
 # caches of SparseMatrix._csr that depend on the pattern of stored cells only (kept by with_values)
 PATTERN_CACHES = ("invariant_cells",)
 

@@ -11,7 +11,8 @@ names every missing hook, instead of an AttributeError deep inside a run.
     Invariants          invariant_dims, invariants(data, **draws), coords(data)  every fit_* (identifiable summaries)
     Simulates           simulate(size, generator), resimulate(state, data, g)   SBC, Geweke, VSBC
     HeldOut             split(data, f, generator), heldout_score(result, ...)   compare
-    PointwiseLogLik     pointwise_log_lik(data, **draws)                        ArviZ loo/waic (optional)
+    PointwiseLogLik     pointwise_log_lik(data, **draws)                        ArviZ loo/waic (optional;
+                        [pointwise_size(data): its entries per draw, where a one-draw probe is costly])
     CAVI                family, cavi_blocks, cavi_options, cavi_init, cavi_update, cavi_block, cavi_initial_elbo,
                         cavi_state_elbo, elbo, objective_attrs                   fit_cavi
     Gibbs               gibbs_init, gibbs_sweep                                  fit_gibbs, Geweke, SBC
@@ -105,7 +106,8 @@ class HeldOut(Protocol):
 
 @runtime_checkable
 class PointwiseLogLik(Protocol):
-    """log p(y_i | theta) per observation and draw, for ArviZ's loo and waic."""
+    """log p(y_i | theta) per observation and draw, for ArviZ's loo and waic. Optional companion hook:
+    ``pointwise_size(data) -> int``, the entries per draw, where one draw of the array is costly to compute."""
 
     def pointwise_log_lik(self, data: Any, **draws: torch.Tensor) -> dict[str, torch.Tensor]: ...
 

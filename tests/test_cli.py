@@ -142,6 +142,10 @@ def test_fit_bayes_gmm_synthetic(method, tmp_path, capsys):
                           "--hyper", "beta0=0.05", "--out", str(tmp_path), "--no-progress"], capsys)
     assert code == 0, err
     assert f"{method} on bayes-gmm" in out and (tmp_path / f"{method}.nc").is_file()
+    from inference import InferenceResult
+
+    posterior = InferenceResult.load(tmp_path / f"{method}.nc").posterior  # --samples: draws per chain, or from q
+    assert {np.shape(v)[1] for v in posterior.values()} == {20}
 
 
 def test_compare_bayes_gmm_and_model_specific_errors(tmp_path, capsys):

@@ -113,7 +113,9 @@ def add_model_arguments(sp: argparse.ArgumentParser, *, synthetic: bool = True) 
                         help="synthetic data: columns (dimensions for mixtures)")
         sp.add_argument("--true-K", type=positive_int, default=3, help="synthetic data: factors of the generating model")
     sp.add_argument("--iters", type=positive_int, default=None, help="iterations (CAVI sweeps, SVI steps, EM sweeps)")
-    sp.add_argument("--samples", type=positive_int, default=None, help="kept draws per chain (Gibbs, NUTS)")
+    sp.add_argument("--samples", type=positive_int, default=None,
+                    help="kept draws per chain (Gibbs, NUTS); draws from q (CAVI, SVI, stochastic VI; default 100) "
+                         "or from the exact posterior")
     sp.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_options(sp)
 
@@ -250,8 +252,8 @@ def method_kwargs(spec: registry.ModelSpec, args: argparse.Namespace) -> dict[st
     if m in ("gibbs", "nuts"):
         kw["num_samples"] = args.samples if args.samples is not None else args.iters
         kw["num_chains"] = args.chains
-    if m == "exact" and args.samples:
-        kw["num_samples"] = args.samples
+    if m in ("exact", "cavi", "svi", "stochastic") and args.samples:
+        kw["num_samples"] = args.samples  # (draws from the exact posterior, or from q)
     if m == "cavi":
         kw.update(cavi_options(spec, args))
     if m == "nuts":

@@ -214,4 +214,5 @@ def _fit_distributed(model, data, args):
     if scheduler is not None and "://" not in scheduler:
         raise UsageError(f"--scheduler must be 'local' or an address like tcp://HOST:PORT, got {scheduler!r}")
     return fit_cavi_distributed(model, data, seed=args.seed, num_iters=args.iters, num_blocks=args.blocks,
-                                scheduler=scheduler, progress=not args.no_progress)
+                                scheduler=scheduler, progress=not args.no_progress,
+                                **({"num_samples": args.samples} if args.samples else {}))

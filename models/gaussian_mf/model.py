@@ -26,7 +26,7 @@ import torch.distributions as td
 
 from models.conjugate import (LOG_2PI, normal_wishart_mode, normal_wishart_update, sample_gamma,
                               sample_gaussian_precision, sample_wishart, wishart_log_pdf_isotropic)
-from models.data import RatingData, as_rating_data, gram_rhs
+from models.data import RatingData, as_rating_data, gram_rhs, sample_indices
 from models.gaussian_mf.stochastic import GaussianMFStochastic
 from models.gaussian_mf.vb import GaussianMFVB
 from models.protocol import Conditional, warm_gibbs_state
@@ -361,7 +361,7 @@ class GaussianMF(GaussianMFVB, GaussianMFStochastic):
 
     def invariant_cells(self, data: RatingData, max_cells: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
         """Observed cells whose predictions are tracked (the first max_cells of a fixed permutation)."""
-        pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:max_cells]
+        pick = sample_indices(len(data), max_cells, torch.Generator().manual_seed(0))
         return data.rows[pick], data.cols[pick]
 
     def invariants(self, data: RatingData, U, V, **hyper) -> dict[str, torch.Tensor]:

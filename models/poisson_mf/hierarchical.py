@@ -174,6 +174,8 @@ class HierarchicalPoissonMF:
     def pointwise_log_lik(self, data: CountMatrix, theta: torch.Tensor, eta: torch.Tensor, **_) -> dict:
         return PoissonMF.pointwise_log_lik(self, data, theta, eta)
 
+    pointwise_size = PoissonMF.pointwise_size
+
     # ------------------------------------------------------------------------------------------------
     # Generative model
 

@@ -38,7 +38,7 @@ import torch
 
 from models.conjugate import (gamma_log_pdf_sum, gamma_posterior, multinomial_log_pmf, poisson_log_pmf, sample_gamma,
                               sample_gig, sample_multinomial)
-from models.data import CountMatrix, as_count_matrix
+from models.data import CountMatrix, as_count_matrix, sample_indices
 from models.poisson_mf.stochastic import PoissonMFStochastic
 from models.poisson_mf.vb import PoissonMFVB, sampled_products
 from models.protocol import Conditional, warm_gibbs_state
@@ -360,6 +360,10 @@ class PoissonMF(PoissonMFVB, PoissonMFStochastic):
         rates = torch.as_tensor(theta) @ torch.as_tensor(eta).transpose(-1, -2)
         return {"x": poisson_log_pmf(X, rates).reshape(rates.shape[:-2] + (-1,))}
 
+    def pointwise_size(self, data: CountMatrix) -> int:
+        """The number of entries of :meth:`pointwise_log_lik` per draw: N x M."""
+        return data.shape[0] * data.shape[1]
+
     def predicted_rates(self, theta: torch.Tensor, eta: torch.Tensor, rows: torch.Tensor,
                         cols: torch.Tensor) -> torch.Tensor:
         """Rates theta_n . eta_m at the given cells. theta (..., N, K), eta (..., M, K) -> (..., C)."""
@@ -395,6 +399,6 @@ def _invariant_cells(data: CountMatrix, max_cells: int) -> tuple[torch.Tensor, t
         r, c = torch.meshgrid(torch.arange(N), torch.arange(M), indexing="ij")
         return r.reshape(-1).to(data.device), c.reshape(-1).to(data.device)
     g = torch.Generator().manual_seed(0)
-    pick = torch.randperm(data.nnz, generator=g)[: max_cells // 2].to(data.device)
-    flat = torch.randperm(N * M, generator=g)[: max_cells - pick.numel()].to(data.device)
+    pick = sample_indices(data.nnz, max_cells // 2, g).to(data.device)
+    flat = sample_indices(N * M, max_cells - pick.numel(), g).to(data.device)
     return torch.cat([data.rows[pick], flat // M]), torch.cat([data.cols[pick], flat % M])
