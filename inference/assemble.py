@@ -200,10 +200,10 @@ def check_draws_memory(q: Any, num_samples: int, available: int | None = None) -
     """Refuse (ValueError naming num_samples) when ``num_samples`` draws from q would not fit in memory: about
     DRAWS_MEMORY_FACTOR x num_samples x the size of q's means. Call it before a fit, so that none is lost; CPU only
     (``available``: bytes, default :func:`available_memory`)."""
-    mean = q.mean()
-    if any(torch.as_tensor(v).device.type != "cpu" for v in mean.values()):
+    mean = [torch.as_tensor(v) for v in q.mean().values()]
+    if any(v.device.type != "cpu" for v in mean):
         return
-    per_draw = sum(torch.as_tensor(v).numel() * torch.as_tensor(v).element_size() for v in mean.values())
+    per_draw = sum(v.numel() * v.element_size() for v in mean)
     need = DRAWS_MEMORY_FACTOR * num_samples * per_draw
     available = available_memory() if available is None else available
     if available is not None and need > available:

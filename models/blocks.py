@@ -43,7 +43,6 @@ class RowBlocks:
         blocks.row_labels, blocks.col_labels = getattr(data, "row_labels", None), getattr(data, "col_labels", None)
         return blocks
 
-
     @classmethod
     def from_parquet(cls, path: str | Path, folder: str | Path, *, columns: tuple[str, str, str] | None = None,
                      counts: bool = False, batch_records: int = 1_000_000, dtype: torch.dtype = torch.float64

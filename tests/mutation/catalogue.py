@@ -358,7 +358,7 @@ MUTANTS: list[Mutant] = [
            "return data.shape[0]", "Poisson MF's pointwise log-likelihood counted per row instead of per cell",
            ("tests/test_scale_guards.py",)),
     Mutant("scale-draws-memory-in-elements", "inference/assemble.py",
-           "numel() * torch.as_tensor(v).element_size() for v", "numel() for v",
+           "sum(v.numel() * v.element_size() for v in mean)", "sum(v.numel() for v in mean)",
            "the size of a draw from q counted in elements, not bytes (8 times too small in float64)",
            ("tests/test_scale_guards.py",)),
     Mutant("scale-cavi-draws-checked-after-the-fit", "inference/cavi.py",
